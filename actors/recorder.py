@@ -1,0 +1,249 @@
+"""The recorder: streams a run's fills, orders and equity curve to Parquet, atomically.
+
+Files are written into ``<out>.partial/`` while the run goes, in row groups of
+a fixed size so that the bytes do not depend on how results arrived; only a
+run that finished is renamed to ``<out>/`` (with ``metrics.json`` last). A run
+that failed keeps its ``.partial`` folder, with ``error.txt``, so nothing that
+was recorded is lost and nothing looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tickray.engine.events import Liquidity, OrderIntent, OrderStatus, OrderType, OrderUpdate, Side
+from tickray.engine.portfolio import SettleResult
+
+ROW_GROUP = 65_536
+# IntEnum members of different enums compare equal (Side.BUY == OrderType.MARKET == 1),
+# so each enum gets its own name table.
+_SIDE = {m: m.name for m in Side}
+_LIQ = {m: m.name for m in Liquidity}
+_STATUS = {m: m.name for m in OrderStatus}
+_TYPE = {m: m.name for m in OrderType}
+TS = pa.timestamp("ns", tz="UTC")
+
+FILLS = pa.schema(
+    [
+        ("ts", TS),
+        ("symbol", pa.string()),
+        ("order_id", pa.int64()),
+        ("fill_id", pa.int64()),
+        ("side", pa.string()),
+        ("qty", pa.float64()),
+        ("price", pa.float64()),
+        ("fee", pa.float64()),
+        ("liquidity", pa.string()),
+        ("realized_pnl", pa.float64()),
+        ("position_after", pa.float64()),
+        ("cash_after", pa.float64()),
+    ]
+)
+ORDERS = pa.schema(
+    [
+        ("ts", TS),
+        ("symbol", pa.string()),
+        ("order_id", pa.int64()),
+        ("status", pa.string()),
+        ("side", pa.string()),
+        ("type", pa.string()),
+        ("qty", pa.float64()),
+        ("filled_qty", pa.float64()),
+        ("price", pa.float64()),
+        ("reason", pa.string()),
+    ]
+)
+EQUITY = pa.schema(
+    [("ts", TS), ("equity", pa.float64()), ("cash", pa.float64()), ("gross_exposure", pa.float64())]
+)
+
+
+class _Sink:
+    """Rows buffered and flushed to one Parquet file in row groups of exactly ROW_GROUP rows.
+
+    Rows arrive either as tuples (``add_rows``) or as equal-length numpy
+    columns (``add_columns``); a sink takes one kind only.
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self.tuples: list[Sequence[Any]] = []
+        self.blocks: list[Sequence[np.ndarray[Any, Any]]] = []
+        self.rows = 0
+        self.writer = pq.ParquetWriter(
+            path, schema, compression="zstd", write_statistics=True, store_schema=False
+        )
+
+    def add_rows(self, rows: Iterable[Sequence[Any]]) -> None:
+        before = len(self.tuples)
+        self.tuples.extend(rows)
+        self.rows += len(self.tuples) - before
+        if self.rows >= ROW_GROUP:
+            self._flush(final=False)
+
+    def add_columns(self, columns: Sequence[np.ndarray[Any, Any]]) -> None:
+        self.blocks.append(columns)
+        self.rows += len(columns[0])
+        if self.rows >= ROW_GROUP:
+            self._flush(final=False)
+
+    def _columns(self) -> list[list[Any] | np.ndarray[Any, Any]]:
+        if self.blocks:
+            cols = [np.concatenate([b[i] for b in self.blocks]) for i in range(len(self.schema))]
+            self.blocks = []
+            return list(cols)
+        cols2: list[list[Any] | np.ndarray[Any, Any]] = [
+            list(c) for c in zip(*self.tuples, strict=True)
+        ]
+        self.tuples = []
+        return cols2 or [[] for _ in self.schema]
+
+    def _flush(self, final: bool) -> None:
+        if not self.rows:
+            return
+        cols = self._columns()
+        start = 0
+        while self.rows - start >= ROW_GROUP or (final and self.rows > start):
+            n = min(self.rows - start, ROW_GROUP)
+            arrays = [
+                pa.array(c[start : start + n], type=f.type)
+                for c, f in zip(cols, self.schema, strict=True)
+            ]
+            self.writer.write_table(
+                pa.Table.from_arrays(arrays, schema=self.schema), row_group_size=n
+            )
+            start += n
+        rest = self.rows - start
+        if rest:
+            tail = [c[start:] for c in cols]
+            if isinstance(tail[0], np.ndarray):
+                self.blocks = [tail]  # type: ignore[list-item]
+            else:
+                self.tuples = [tuple(r) for r in zip(*tail, strict=True)]
+        self.rows = rest
+
+    def close(self) -> None:
+        self._flush(final=True)
+        self.writer.close()
+
+
+class Recorder:
+    """Writes one run's results under ``out`` (see the module docstring for the layout)."""
+
+    def __init__(self, out: str | os.PathLike[str], symbols: Sequence[str]) -> None:
+        self.out = Path(out)
+        if self.out.exists():
+            raise FileExistsError(f"results folder {self.out} already exists")
+        self.partial = self.out.with_name(self.out.name + ".partial")
+        if self.partial.exists():
+            shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True)
+        self.symbols = list(symbols)
+        self.fills = _Sink(self.partial / "fills.parquet", FILLS)
+        self.orders = _Sink(self.partial / "orders.parquet", ORDERS)
+        self.equity = _Sink(self.partial / "equity.parquet", EQUITY)
+        sym_schema = pa.schema([("ts", TS)] + [(s, pa.float64()) for s in self.symbols])
+        self.symbol_equity = _Sink(self.partial / "symbol_equity.parquet", sym_schema)
+        self._sinks = [self.fills, self.orders, self.equity, self.symbol_equity]
+
+    def record(self, res: SettleResult) -> None:
+        self.fills.add_rows(
+            (
+                b.fill.ts_event,
+                b.fill.symbol,
+                b.fill.order_id,
+                b.fill.fill_id,
+                _SIDE[b.fill.side],
+                b.fill.qty,
+                b.fill.price,
+                b.fill.fee,
+                _LIQ[b.fill.liquidity],
+                b.realized_pnl,
+                b.position_after,
+                b.cash_after,
+            )
+            for b in res.fills
+        )
+        self.record_orders(res.intents, res.updates)
+        ts = res.equity_ts
+        self.equity.add_columns([ts, res.equity, res.cash, res.gross])
+        self.symbol_equity.add_columns([ts, *res.symbol_equity.T])
+
+    def record_orders(self, intents: Sequence[OrderIntent], updates: Sequence[OrderUpdate]) -> None:
+        rows: list[tuple[Any, ...]] = [
+            (
+                it.ts_event,
+                it.symbol,
+                it.intent_id,
+                "SUBMITTED",
+                _SIDE[it.side],
+                _TYPE[it.order_type],
+                it.qty,
+                0.0,
+                it.price,
+                "",
+            )
+            for it in intents
+        ]
+        rows.extend(
+            (
+                u.ts_event,
+                u.symbol,
+                u.order_id,
+                _STATUS[u.status],
+                _SIDE[u.side],
+                _TYPE[u.order_type],
+                u.qty,
+                u.filled_qty,
+                u.price,
+                u.reason,
+            )
+            for u in updates
+        )
+        self.orders.add_rows(rows)
+
+    def close_files(self) -> None:
+        for s in self._sinks:
+            s.close()
+
+    def commit(self, metrics: dict[str, Any], run_info: dict[str, Any]) -> Path:
+        """Write ``run.json`` and ``metrics.json`` and publish the folder under its final name."""
+        _write_json(self.partial / "run.json", run_info)
+        _write_json(self.partial / "metrics.json", metrics)
+        os.replace(self.partial, self.out)
+        return self.out
+
+    def fail(self, error: str) -> Path:
+        """Keep what was recorded in the ``.partial`` folder and say why it stopped."""
+        for s in self._sinks:
+            with contextlib.suppress(Exception):  # best effort: keep the other files
+                s.close()
+        (self.partial / "error.txt").write_text(error + "\n", encoding="utf-8")
+        return self.partial
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(
+        json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8"
+    )
+    os.replace(tmp, path)
+
+
+def read_column(path: Path, name: str) -> np.ndarray[Any, Any]:
+    """One column of a results file as numpy (timestamps as int64 ns)."""
+    col = pq.read_table(path, columns=[name]).column(0)
+    if pa.types.is_timestamp(col.type):
+        col = col.cast(pa.int64())
+    return col.to_numpy()

@@ -1,0 +1,1 @@
+"""tickray.cluster: command line, run launch, (later) the REST service and sweeps."""

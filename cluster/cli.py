@@ -1,0 +1,242 @@
+"""The ``tickray`` command line.
+
+``tickray backtest --demo`` replays the embedded synthetic universe (generated
+deterministically on first use, no download) through the actor topology on
+Ray. ``tickray backtest --data DIR --symbols ... --start ... --end ...``
+replays a data folder in the canonical layout; ``tickray import-klines``
+builds one from Binance kline CSVs. Bad input ends with one line on stderr
+naming the field or file, exit status 2, and no results folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tickray.engine.clock import duration_ns, iso, parse_time
+from tickray.engine.config import AccountConfig, ConfigError, RunConfig, StrategyConfig
+from tickray.engine.instruments import SymbolSpec
+from tickray.engine.strategies import ParamError
+
+DEMO_SYMBOLS = 8
+DEMO_DAYS = 30
+DEMO_SEED = 7
+DEMO_START = "2024-01-01"
+DEMO_STRATEGY = "momentum"
+DEMO_PARAMS: dict[str, Any] = {"window": 60, "threshold": 0.01}
+
+
+class UsageError(ValueError):
+    """Bad command-line input."""
+
+
+def _parse_params(items: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--param: expected NAME=VALUE, got {item!r}")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def _symbols(values: list[str]) -> tuple[str, ...]:
+    out = sorted({s.strip().upper() for v in values for s in v.split(",") if s.strip()})
+    if not out:
+        raise UsageError("--symbols: at least one symbol is needed")
+    return tuple(out)
+
+
+def demo_data_dir() -> Path:
+    base = os.environ.get("TICKRAY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "tickray"
+    )
+    return Path(base) / f"demo-v1-{DEMO_SYMBOLS}x{DEMO_DAYS}d-seed{DEMO_SEED}"
+
+
+def ensure_demo_data() -> Path:
+    """Generate the demo universe once (deterministic); later runs reuse it."""
+    from tickray.feeds.synthetic import write_demo_dataset
+
+    root = demo_data_dir()
+    done = root / ".complete"
+    if not done.exists():
+        tmp = root.with_name(root.name + f".tmp-{os.getpid()}")
+        write_demo_dataset(
+            tmp, n_symbols=DEMO_SYMBOLS, days=DEMO_DAYS, seed=DEMO_SEED, start=DEMO_START
+        )
+        (tmp / ".complete").write_text("ok\n")
+        if root.exists():
+            import shutil
+
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    return root
+
+
+def build_config(args: argparse.Namespace) -> RunConfig:
+    from tickray.feeds.store import data_range, list_symbols, read_symbol_specs
+
+    if args.demo:
+        root = ensure_demo_data()
+        interval = "1m"
+        symbols = tuple(list_symbols(root, interval))
+        strategy = args.strategy or DEMO_STRATEGY
+        params = dict(DEMO_PARAMS) if strategy == DEMO_STRATEGY else {}
+        allow_short = True if args.allow_short is None else args.allow_short
+    else:
+        if not args.data:
+            raise UsageError("backtest: give --demo, or --data DIR with --symbols")
+        root = Path(args.data)
+        if not root.is_dir():
+            raise UsageError(f"--data: {root} is not a folder")
+        interval = args.interval
+        if not args.symbols:
+            raise UsageError("--symbols: required with --data")
+        symbols = _symbols(args.symbols)
+        strategy = args.strategy or "momentum"
+        params = {}
+        allow_short = bool(args.allow_short)
+    params.update(_parse_params(args.param or []))
+    interval_ns = duration_ns(interval)
+    if args.start:
+        start = parse_time(args.start)
+    else:
+        start = min(data_range(root, interval, s)[0] for s in symbols)
+    if args.end:
+        end = parse_time(args.end)
+    else:
+        end = max(data_range(root, interval, s)[1] for s in symbols) + interval_ns
+    raw_specs = read_symbol_specs(root)
+    specs = {s: SymbolSpec(s, **raw_specs[s]) for s in symbols if s in raw_specs}
+    return RunConfig(
+        data_root=str(root),
+        interval_ns=interval_ns,
+        symbols=symbols,
+        start_ns=start,
+        end_ns=end,
+        strategy=StrategyConfig(strategy, params),
+        account=AccountConfig(initial_cash=args.cash, taker_fee=args.fee, allow_short=allow_short),
+        specs=specs,
+        sync_ns=duration_ns(args.sync) if args.sync else 0,
+        position_fraction=args.fraction,
+        symbols_per_actor=args.symbols_per_actor,
+        fuse=not args.no_fuse,
+        backend=args.backend or ("ray" if args.demo else "local"),
+    )
+
+
+def default_out() -> Path:
+    stamp = datetime.now(tz=UTC).strftime("%Y%m%d-%H%M%S")
+    return Path("results") / f"run-{stamp}-{secrets.token_hex(2)}"
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from tickray.cluster.runner import format_table, run_backtest
+
+    config = build_config(args)
+    out = Path(args.out) if args.out else default_out()
+    if out.exists():
+        raise UsageError(f"--out: {out} already exists")
+    print(
+        f"tickray: {len(config.symbols)} symbols, {iso(config.start_ns)} -> {iso(config.end_ns)}, "
+        f"strategy {config.strategy.name} {json.dumps(config.strategy.params, sort_keys=True)}, "
+        f"backend {config.backend}",
+        flush=True,
+    )
+    result = run_backtest(config, out, address=args.address, progress=not args.quiet)
+    print(format_table(result.metrics))
+    s = result.stats
+    print(
+        f"\n{s.boundaries} steps in {s.settles} settlements, {s.calls} actor calls, "
+        f"{result.wall_seconds:.1f} s wall"
+    )
+    print(f"results: {result.out}")
+    return 0
+
+
+def cmd_import_klines(args: argparse.Namespace) -> int:
+    from tickray.feeds.binance import convert_klines
+
+    written = convert_klines(
+        [Path(p) for p in args.files], Path(args.out), args.symbol.upper(), args.interval
+    )
+    for p in written:
+        print(p)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tickray", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("backtest", help="replay history through the actor topology")
+    b.add_argument("--demo", action="store_true", help="replay the embedded synthetic universe")
+    b.add_argument("--data", help="data folder in the canonical layout (bars/<interval>/<SYMBOL>/)")
+    b.add_argument("--symbols", nargs="+", help="symbols (space or comma separated)")
+    b.add_argument("--interval", default="1m", help="bar interval (default 1m)")
+    b.add_argument("--start", help="first bar open time, ISO-8601 UTC (default: first bar)")
+    b.add_argument("--end", help="end time, exclusive, ISO-8601 UTC (default: after the last bar)")
+    b.add_argument("--strategy", help="momentum | sma_cross")
+    b.add_argument("--param", action="append", metavar="NAME=VALUE", help="strategy parameter")
+    b.add_argument(
+        "--backend", choices=["local", "ray"], help="default: ray for --demo, else local"
+    )
+    b.add_argument("--address", help="Ray cluster address to join (ray backend)")
+    b.add_argument("--sync", help="step length, e.g. 1m, 1h (default: the bar interval)")
+    b.add_argument("--symbols-per-actor", type=int, default=0, help="0: spread over the CPUs")
+    b.add_argument("--no-fuse", action="store_true", help="one round per step (same results)")
+    b.add_argument("--cash", type=float, default=100_000.0, help="initial cash in quote asset")
+    b.add_argument("--fee", type=float, default=0.001, help="taker fee rate (0.001 = 0.1%%)")
+    b.add_argument("--fraction", type=float, default=0.9, help="share of each symbol's allocation")
+    b.add_argument(
+        "--allow-short", action=argparse.BooleanOptionalAction, default=None, help="margin shorts"
+    )
+    b.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_backtest)
+    k = sub.add_parser("import-klines", help="convert Binance kline CSVs to the canonical layout")
+    k.add_argument("files", nargs="+", help="kline CSV files (.csv or .csv.gz)")
+    k.add_argument("--symbol", required=True)
+    k.add_argument("--out", required=True, help="data folder to write into")
+    k.add_argument("--interval", help="default: inferred from the timestamps")
+    k.set_defaults(func=cmd_import_klines)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tickray.engine.codec import CodecError
+    from tickray.feeds.schemas import DataError
+
+    args = parser().parse_args(argv)
+    try:
+        rc: int = args.func(args)
+        return rc
+    except (UsageError, ConfigError, ParamError, DataError, CodecError, FileExistsError) as exc:
+        print(f"tickray: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"tickray: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        cause = _root_cause(exc)
+        if cause is not exc and isinstance(cause, ValueError):
+            print(f"tickray: error: {cause}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """Unwrap Ray's task errors to the exception the actor raised."""
+    seen = exc
+    for _ in range(5):
+        nxt = getattr(seen, "cause", None) or seen.__cause__
+        if nxt is None or nxt is seen:
+            break
+        seen = nxt
+    return seen

@@ -1,0 +1,289 @@
+"""The one msgpack codec for everything that crosses actors.
+
+A frame is the msgpack array ``["tkr", SCHEMA_VERSION, kind, body]``. Messages
+are encoded as arrays in their field order (never dicts), enums as their int
+values, and the per-boundary marks of an :class:`~tickray.engine.events.Outbox`
+as raw little-endian numpy bytes. Decoding checks the frame, the version and
+every field's type, and raises :class:`CodecError` with one line saying what is
+wrong; it never returns a half-decoded message.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from enum import IntEnum
+from typing import Any, Final, TypeVar
+
+import msgpack
+import numpy as np
+
+from tickray.engine.events import (
+    Control,
+    ControlKind,
+    Fill,
+    Inbox,
+    Liquidity,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    Outbox,
+    RiskAction,
+    RiskDecision,
+    Side,
+    TimeInForce,
+)
+
+MAGIC: Final = "tkr"
+SCHEMA_VERSION: Final = 1
+
+KIND_OUTBOXES: Final = 1
+KIND_INBOXES: Final = 2
+
+_KIND_NAMES = {KIND_OUTBOXES: "outboxes", KIND_INBOXES: "inboxes"}
+
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
+
+class CodecError(ValueError):
+    """Raised for bytes that are not a valid tickray frame."""
+
+
+def _str(v: object) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"expected a string, got {type(v).__name__}")
+    return v
+
+
+def _int(v: object) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError(f"expected an integer, got {type(v).__name__}")
+    if not _INT64_MIN <= v <= _INT64_MAX:
+        raise TypeError(f"integer {v} outside int64")
+    return v
+
+
+def _float(v: object) -> float:
+    if isinstance(v, float):
+        return v
+    if isinstance(v, int) and not isinstance(v, bool):
+        return float(v)
+    raise TypeError(f"expected a number, got {type(v).__name__}")
+
+
+def _opt_float(v: object) -> float | None:
+    return None if v is None else _float(v)
+
+
+def _bool(v: object) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError(f"expected a boolean, got {type(v).__name__}")
+    return v
+
+
+E = TypeVar("E", bound=int)
+
+
+def _enum(cls: Callable[[int], E]) -> Callable[[object], E]:
+    def conv(v: object) -> E:
+        return cls(_int(v))
+
+    return conv
+
+
+# Field kinds: "s" str, "i" int64, "f" float, "F" optional float, "b" bool, or an IntEnum.
+_Kind = str | type[IntEnum]
+_TYPES: dict[str, tuple[type, ...]] = {
+    "s": (str,),
+    "i": (int,),
+    "f": (float,),
+    "F": (float, type(None)),
+    "b": (bool,),
+}
+_CONVS: dict[str, Callable[[object], Any]] = {
+    "s": _str,
+    "i": _int,
+    "f": _float,
+    "F": _opt_float,
+    "b": _bool,
+}
+
+T = TypeVar("T")
+
+
+class _MessageSpec:
+    """How to check and build one message type from its msgpack array.
+
+    The fast path accepts an array whose field types match exactly and whose
+    enum values are known; anything else goes through the field-by-field path,
+    which either converts it (an int where a float is expected) or names the
+    field that is wrong.
+    """
+
+    def __init__(self, cls: type, kinds: tuple[_Kind, ...]) -> None:
+        self.cls = cls
+        self.name = cls.__name__
+        self.n = len(kinds)
+        self.types = set(
+            itertools.product(*[(int,) if not isinstance(k, str) else _TYPES[k] for k in kinds])
+        )
+        self.enums = [
+            (i, {m.value: m for m in k}) for i, k in enumerate(kinds) if not isinstance(k, str)
+        ]
+        self.ints = [i for i, k in enumerate(kinds) if k == "i"]
+        self.convs = tuple(_CONVS[k] if isinstance(k, str) else _enum(k) for k in kinds)
+        self.make = cls._make  # type: ignore[attr-defined]
+
+    def decode(self, raw: object, where: str, index: int) -> Any:
+        if type(raw) is list and len(raw) == self.n and tuple(map(type, raw)) in self.types:
+            try:
+                for i, table in self.enums:
+                    raw[i] = table[raw[i]]
+                if all(_INT64_MIN <= raw[i] <= _INT64_MAX for i in self.ints):
+                    return self.make(raw)
+            except KeyError:
+                pass
+        where = f"{where}[{index}]"
+        if not isinstance(raw, list) or len(raw) != self.n:
+            got = len(raw) if isinstance(raw, list) else type(raw).__name__
+            raise CodecError(f"{where}: {self.name} needs {self.n} fields, got {got}")
+        try:
+            return self.make([c(v) for c, v in zip(self.convs, raw, strict=True)])
+        except (TypeError, ValueError) as exc:
+            raise CodecError(f"{where}: bad {self.name}: {exc}") from None
+
+
+_SPECS: dict[type, _MessageSpec] = {
+    OrderIntent: _MessageSpec(
+        OrderIntent, ("s", "i", "i", Side, OrderType, "f", "F", "F", TimeInForce, "b", "f", "s")
+    ),
+    OrderUpdate: _MessageSpec(
+        OrderUpdate, ("s", "i", "i", OrderStatus, Side, OrderType, "f", "f", "F", "s")
+    ),
+    Fill: _MessageSpec(Fill, ("s", "i", "i", "i", Side, "f", "f", "f", Liquidity)),
+    RiskDecision: _MessageSpec(RiskDecision, ("s", "i", "i", RiskAction, "f", "s")),
+    Control: _MessageSpec(Control, (ControlKind, "i", "s", "s")),
+}
+
+
+def _decode_list(cls: Callable[..., T], items: object, where: str) -> list[T]:
+    if not isinstance(items, list):
+        raise CodecError(f"{where}: expected an array, got {type(items).__name__}")
+    spec = _SPECS[cls]  # type: ignore[index]
+    return [spec.decode(raw, where, i) for i, raw in enumerate(items)]
+
+
+def _array(raw: object, dtype: type, where: str) -> np.ndarray[Any, Any]:
+    if not isinstance(raw, bytes):
+        raise CodecError(f"{where}: expected raw bytes, got {type(raw).__name__}")
+    width = np.dtype(dtype).itemsize
+    if len(raw) % width:
+        raise CodecError(f"{where}: {len(raw)} bytes is not a whole number of {width}-byte items")
+    return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+
+
+def _pack(kind: int, body: list[Any]) -> bytes:
+    data: bytes = msgpack.packb([MAGIC, SCHEMA_VERSION, kind, body], use_bin_type=True)
+    return data
+
+
+def _unpack(data: bytes, kind: int) -> list[Any]:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise CodecError(f"expected bytes, got {type(data).__name__}")
+    try:
+        frame = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise CodecError(f"not a tickray frame (truncated or corrupt bytes): {exc}") from None
+    if not isinstance(frame, list) or len(frame) != 4 or frame[0] != MAGIC:
+        raise CodecError("not a tickray frame: missing the 'tkr' header")
+    version = frame[1]
+    if version != SCHEMA_VERSION:
+        raise CodecError(
+            f"unsupported schema version {version!r}: this build reads version {SCHEMA_VERSION}"
+        )
+    if frame[2] != kind:
+        want = _KIND_NAMES.get(kind, str(kind))
+        got = _KIND_NAMES.get(frame[2], repr(frame[2]))
+        raise CodecError(f"expected a frame of {want}, got {got}")
+    body = frame[3]
+    if not isinstance(body, list):
+        raise CodecError(f"frame body must be an array, got {type(body).__name__}")
+    return body
+
+
+def encode_outboxes(outboxes: Sequence[Outbox]) -> bytes:
+    """Encode one step's outboxes (one per symbol) as a single frame."""
+    body = [
+        [
+            o.symbol,
+            o.reached,
+            o.intents,
+            o.updates,
+            o.fills,
+            np.ascontiguousarray(o.mark_ts, dtype="<i8").tobytes(),
+            np.ascontiguousarray(o.mark_px, dtype="<f8").tobytes(),
+            float(o.position),
+        ]
+        for o in outboxes
+    ]
+    return _pack(KIND_OUTBOXES, body)
+
+
+def decode_outboxes(data: bytes) -> list[Outbox]:
+    """Decode a frame written by :func:`encode_outboxes`."""
+    out: list[Outbox] = []
+    for i, raw in enumerate(_unpack(data, KIND_OUTBOXES)):
+        where = f"outbox[{i}]"
+        if not isinstance(raw, list) or len(raw) != 8:
+            raise CodecError(f"{where}: an outbox has 8 fields")
+        try:
+            symbol, reached, position = _str(raw[0]), _int(raw[1]), _float(raw[7])
+        except TypeError as exc:
+            raise CodecError(f"{where}: {exc}") from None
+        mark_ts = _array(raw[5], np.int64, f"{where}.mark_ts")
+        mark_px = _array(raw[6], np.float64, f"{where}.mark_px")
+        if len(mark_ts) != len(mark_px):
+            raise CodecError(f"{where}: {len(mark_ts)} mark times but {len(mark_px)} mark prices")
+        out.append(
+            Outbox(
+                symbol,
+                reached,
+                _decode_list(OrderIntent, raw[2], f"{where}.intents"),
+                _decode_list(OrderUpdate, raw[3], f"{where}.updates"),
+                _decode_list(Fill, raw[4], f"{where}.fills"),
+                mark_ts,
+                mark_px,
+                position,
+            )
+        )
+    return out
+
+
+def encode_inboxes(inboxes: Sequence[Inbox]) -> bytes:
+    """Encode the portfolio's inboxes for the next step as a single frame."""
+    body = [[b.symbol, b.ts_event, b.decisions, b.controls] for b in inboxes]
+    return _pack(KIND_INBOXES, body)
+
+
+def decode_inboxes(data: bytes) -> list[Inbox]:
+    """Decode a frame written by :func:`encode_inboxes`."""
+    out: list[Inbox] = []
+    for i, raw in enumerate(_unpack(data, KIND_INBOXES)):
+        where = f"inbox[{i}]"
+        if not isinstance(raw, list) or len(raw) != 4:
+            raise CodecError(f"{where}: an inbox has 4 fields")
+        try:
+            symbol, ts = _str(raw[0]), _int(raw[1])
+        except TypeError as exc:
+            raise CodecError(f"{where}: {exc}") from None
+        out.append(
+            Inbox(
+                symbol,
+                ts,
+                _decode_list(RiskDecision, raw[2], f"{where}.decisions"),
+                _decode_list(Control, raw[3], f"{where}.controls"),
+            )
+        )
+    return out

@@ -1,0 +1,74 @@
+"""Instrument rules: tick size, step size and minimums, and exact rounding to them.
+
+Exchanges accept only prices that are whole multiples of the tick size and
+quantities that are whole multiples of the step size. Rounding here goes
+through integer counts of ticks or steps and then to the step's decimal
+places, so ``0.1 + 0.2`` style residue never reaches an order or a fill.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+
+def _decimals(size: float) -> int:
+    """Decimal places of a tick or step size written in the usual exchange form."""
+    exp = Decimal(repr(size)).normalize().as_tuple().exponent
+    return max(0, -int(exp))
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolSpec:
+    """Trading rules of one symbol (as in an exchange's exchangeInfo filters).
+
+    ``tick_size``: price increment. ``step_size``: quantity increment.
+    ``min_qty``: smallest order quantity. ``min_notional``: smallest
+    ``price * qty`` an order may have, in the quote asset.
+    """
+
+    symbol: str
+    tick_size: float = 0.01
+    step_size: float = 0.00001
+    min_qty: float = 0.0
+    min_notional: float = 0.0
+    price_decimals: int = field(init=False, repr=False, compare=False)
+    qty_decimals: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("tick_size", "step_size"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ValueError(
+                    f"symbol {self.symbol}: {name} must be a positive number, got {v!r}"
+                )
+        for name in ("min_qty", "min_notional"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"symbol {self.symbol}: {name} must be >= 0, got {v!r}")
+        object.__setattr__(self, "price_decimals", _decimals(self.tick_size))
+        object.__setattr__(self, "qty_decimals", _decimals(self.step_size))
+
+    def round_price(self, price: float) -> float:
+        """Nearest tick (half to even)."""
+        return round(round(price / self.tick_size) * self.tick_size, self.price_decimals)
+
+    def floor_qty(self, qty: float) -> float:
+        """Largest whole number of steps not above ``qty`` (for ``qty >= 0``).
+
+        A tolerance of 1e-9 steps absorbs float noise so that ``0.3 / 0.1``
+        counts as three steps, not 2.999...
+        """
+        if qty <= 0:
+            return 0.0
+        steps = math.floor(qty / self.step_size + 1e-9)
+        return round(steps * self.step_size, self.qty_decimals)
+
+    def round_qty(self, qty: float) -> float:
+        """Nearest whole number of steps (half to even); keeps the sign."""
+        return round(round(qty / self.step_size) * self.step_size, self.qty_decimals)
+
+    def tradable(self, qty: float, price: float) -> bool:
+        """True when ``qty`` at ``price`` meets the minimum quantity and notional."""
+        return qty > 0 and qty >= self.min_qty and qty * price >= self.min_notional

@@ -1,0 +1,286 @@
+"""The portfolio: a spot cash account that books fills, marks positions and approves intents.
+
+Accounting (quote asset, floats rounded only where the exchange rounds):
+
+* A fill of signed quantity ``q`` at ``price`` with fee ``fee`` changes cash by
+  ``-q * price - fee`` and the position by ``q``.
+* Equity at a step boundary ``b`` is ``cash + sum(position * mark(b))``, summed
+  over symbols in their sorted order. A symbol's own equity is its equal
+  allocation (initial cash / symbols) plus its cash flows plus its marked position.
+* Realised PnL uses the average cost of the open position; fees are kept apart.
+
+Approval (at the step's end, in order of intent time, then symbol, then intent
+id): the part of an order that reduces the projected position is always
+approved; the part that opens or grows it must leave *free cash* >= 0, where
+free cash is cash, plus the estimated cash of approved orders not yet filled,
+minus ``(1 + short_margin)`` times the marked value of short positions.
+Estimates price a buy at the last mark times ``1 + price_buffer`` and a sell at
+``1 - price_buffer``, fees included. An order that does not fit is resized to
+what fits (in whole steps) or rejected, with the reason recorded. Short sales
+are rejected unless the account allows shorting.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from tickray.engine.config import RunConfig
+from tickray.engine.events import (
+    Fill,
+    Inbox,
+    OrderIntent,
+    OrderStatus,
+    OrderUpdate,
+    Outbox,
+    RiskAction,
+    RiskDecision,
+    Side,
+)
+from tickray.engine.instruments import SymbolSpec
+from tickray.engine.symbol import SimulationError
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+
+class BookedFill(NamedTuple):
+    """A fill as booked by the account, with what it did to the position."""
+
+    fill: Fill
+    realized_pnl: float
+    position_after: float
+    cash_after: float
+
+
+class SettleResult(NamedTuple):
+    """What one settlement produced, for the next step and for the recorder.
+
+    ``symbol_equity`` has one row per boundary in ``equity_ts`` and one column
+    per symbol (sorted order).
+    """
+
+    inboxes: list[Inbox]
+    fills: list[BookedFill]
+    updates: list[OrderUpdate]
+    intents: list[OrderIntent]
+    decisions: list[RiskDecision]
+    equity_ts: I64
+    equity: F64
+    cash: F64
+    gross: F64
+    symbol_equity: npt.NDArray[np.float64]
+
+
+class Portfolio:
+    """Spot cash account over a fixed, sorted symbol list (pure, no I/O)."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        acct = config.account
+        self.symbols = list(config.symbols)
+        self.index = {s: i for i, s in enumerate(self.symbols)}
+        self.specs: list[SymbolSpec] = [config.spec(s) for s in self.symbols]
+        n = len(self.symbols)
+        self.initial_cash = acct.initial_cash
+        self.alloc = acct.initial_cash / n
+        self.fee = acct.taker_fee
+        self.buffer = acct.price_buffer
+        self.short_margin = acct.short_margin
+        self.allow_short = acct.allow_short
+        self.cash = acct.initial_cash
+        self.pos = np.zeros(n)
+        self.mark = np.full(n, math.nan)
+        self.flow = np.zeros(n)
+        self.fees = np.zeros(n)
+        self.realized = np.zeros(n)
+        self.avg_price = np.zeros(n)
+        self.fill_count = np.zeros(n, dtype=np.int64)
+        self.pending_pos = np.zeros(n)
+        self.pending_cash = 0.0
+        self._pending: dict[tuple[str, int], tuple[float, float]] = {}
+        self.time = -(2**63)
+
+    # -- settlement ---------------------------------------------------------------------
+    def settle(self, t: int, outboxes: Sequence[Outbox], mark_ts: I64, marks: F64) -> SettleResult:
+        """Book the outboxes of the symbols at boundary ``t`` and decide their intents.
+
+        ``mark_ts`` are all boundaries since the previous settlement up to ``t``
+        and ``marks`` their marks, one column per symbol.
+        """
+        if t <= self.time:
+            raise SimulationError(f"settle at {t} is not after the previous one at {self.time}")
+        if (
+            len(mark_ts) == 0
+            or int(mark_ts[-1]) != t
+            or marks.shape != (len(mark_ts), len(self.symbols))
+        ):
+            raise SimulationError(f"settle at {t}: marks must cover the boundaries up to {t}")
+        self.time = t
+        rows = len(mark_ts)
+        equity = np.empty(rows)
+        cash = np.empty(rows)
+        gross = np.empty(rows)
+        sym_eq = np.empty((rows, len(self.symbols)))
+        # Boundaries before t: no fill happened since the last settlement.
+        head = rows - 1
+        if head:
+            self._equity(marks[:head], equity[:head], cash[:head], gross[:head], sym_eq[:head])
+        fills: list[BookedFill] = []
+        updates: list[OrderUpdate] = []
+        intents: list[OrderIntent] = []
+        done = _DONE
+        for ob in sorted(outboxes, key=_by_symbol) if len(outboxes) > 1 else outboxes:
+            i = self.index[ob.symbol]
+            for f in ob.fills:
+                fills.append(self._book(i, f))
+            for u in ob.updates:
+                if u.status in done:
+                    self._release(u.symbol, u.order_id)
+            updates.extend(ob.updates)
+            intents.extend(ob.intents)
+            if self.specs[i].round_qty(float(self.pos[i]) - ob.position) != 0:
+                raise SimulationError(
+                    f"{ob.symbol}: symbol reports position {ob.position}, account has {self.pos[i]}"
+                )
+        last = marks[head]
+        known = ~np.isnan(last)
+        self.mark[known] = last[known]
+        self._equity(marks[head:], equity[head:], cash[head:], gross[head:], sym_eq[head:])
+        if len(intents) > 1:
+            intents.sort(key=_intent_order)
+        decisions = [self._decide(t, it) for it in intents]
+        by_symbol: dict[str, list[RiskDecision]] = {}
+        for d in decisions:
+            by_symbol.setdefault(d.symbol, []).append(d)
+        inboxes = [Inbox(s, t, ds, []) for s, ds in sorted(by_symbol.items())]
+        return SettleResult(
+            inboxes, fills, updates, intents, decisions, mark_ts, equity, cash, gross, sym_eq
+        )
+
+    def _equity(self, marks: F64, total: F64, cash: F64, gross: F64, sym: F64) -> None:
+        """Fill the equity rows for ``marks`` with the current positions and cash.
+
+        Sums run over symbols in their fixed order, one vector operation per
+        held symbol, so a boundary's value never depends on how many
+        boundaries are computed together.
+        """
+        total[:] = self.cash
+        cash[:] = self.cash
+        gross[:] = 0.0
+        sym[:] = self.alloc + self.flow
+        for i in np.flatnonzero(self.pos).tolist():
+            value = float(self.pos[i]) * marks[:, i]
+            total += value
+            gross += np.abs(value)
+            sym[:, i] += value
+
+    def _book(self, i: int, f: Fill) -> BookedFill:
+        q = f.side * f.qty
+        p = float(self.pos[i])
+        realized = 0.0
+        if p == 0.0 or (p > 0) == (q > 0):
+            new = p + q
+            self.avg_price[i] = (self.avg_price[i] * abs(p) + f.price * abs(q)) / abs(new)
+        else:
+            closed = min(abs(q), abs(p))
+            realized = closed * (f.price - float(self.avg_price[i])) * (1.0 if p > 0 else -1.0)
+            if abs(q) > abs(p):
+                self.avg_price[i] = f.price
+            elif abs(q) == abs(p):
+                self.avg_price[i] = 0.0
+        self.realized[i] += realized
+        self.pos[i] = self.specs[i].round_qty(p + q)
+        if self.pos[i] == 0.0:
+            self.avg_price[i] = 0.0
+        cash_delta = -q * f.price - f.fee
+        self.cash += cash_delta
+        self.flow[i] += cash_delta
+        self.fees[i] += f.fee
+        self.fill_count[i] += 1
+        return BookedFill(f, realized, float(self.pos[i]), self.cash)
+
+    def _release(self, symbol: str, order_id: int) -> None:
+        held = self._pending.pop((symbol, order_id), None)
+        if held is not None:
+            self.pending_pos[self.index[symbol]] -= held[0]
+            self.pending_cash -= held[1]
+
+    # -- approval -----------------------------------------------------------------------
+    def free_cash(self) -> float:
+        """Cash after approved-unfilled orders, less the collateral short positions lock."""
+        proj = self.pos + self.pending_pos
+        short = proj < 0
+        locked = float(-(proj[short] * self.mark[short]).sum()) if short.any() else 0.0
+        return self.cash + self.pending_cash - locked * (1.0 + self.short_margin)
+
+    def _decide(self, t: int, it: OrderIntent) -> RiskDecision:
+        i = self.index[it.symbol]
+        spec = self.specs[i]
+        px = float(self.mark[i]) if not math.isnan(self.mark[i]) else it.ref_price
+        proj = float(self.pos[i] + self.pending_pos[i])
+        sign = int(it.side)
+        closing = min(it.qty, abs(proj)) if proj * sign < 0 else 0.0
+        opening = spec.round_qty(it.qty - closing)
+        reason = ""
+        if opening > 0 and it.side == Side.SELL and not self.allow_short:
+            opening, reason = 0.0, "short selling disabled (spot account without margin)"
+        if opening > 0:
+            free = self.free_cash() + self._closing_effect(it.side, closing, px)
+            unit = self._opening_cost(it.side, px)
+            fits = spec.floor_qty(free / unit) if free > 0 else 0.0
+            if fits < opening:
+                need = opening * unit
+                asked = opening
+                opening = fits if spec.tradable(fits, px) else 0.0
+                reason = (
+                    f"insufficient free cash: {opening} of {asked} fit "
+                    f"({max(free, 0.0):.2f} free, {need:.2f} needed)"
+                )
+        qty = spec.round_qty(closing + opening)
+        if qty <= 0:
+            return RiskDecision(it.symbol, it.intent_id, t, RiskAction.REJECT, 0.0, reason)
+        action = RiskAction.APPROVE if qty >= it.qty else RiskAction.RESIZE
+        cash_est = self._cash_estimate(it.side, qty, px)
+        self._pending[(it.symbol, it.intent_id)] = (sign * qty, cash_est)
+        self.pending_pos[i] += sign * qty
+        self.pending_cash += cash_est
+        return RiskDecision(it.symbol, it.intent_id, t, action, qty, reason)
+
+    def _cash_estimate(self, side: Side, qty: float, px: float) -> float:
+        if side == Side.BUY:
+            return -qty * px * (1.0 + self.buffer) * (1.0 + self.fee)
+        return qty * px * (1.0 - self.buffer) * (1.0 - self.fee)
+
+    def _closing_effect(self, side: Side, qty: float, px: float) -> float:
+        """Change of free cash from the closing part of an order."""
+        if qty <= 0:
+            return 0.0
+        released = qty * px * (1.0 + self.short_margin) if side == Side.BUY else 0.0
+        return self._cash_estimate(side, qty, px) + released
+
+    def _opening_cost(self, side: Side, px: float) -> float:
+        """Free cash one unit of a position-opening order uses."""
+        if side == Side.BUY:
+            return px * (1.0 + self.buffer) * (1.0 + self.fee)
+        return px * (1.0 + self.short_margin) - px * (1.0 - self.buffer) * (1.0 - self.fee)
+
+    # -- summary ------------------------------------------------------------------------
+    def equity_now(self) -> float:
+        value = np.where(self.pos != 0, self.pos * np.nan_to_num(self.mark), 0.0)
+        return self.cash + float(value.sum())
+
+
+_DONE = frozenset((OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED))
+
+
+def _by_symbol(o: Outbox) -> str:
+    return o.symbol
+
+
+def _intent_order(it: OrderIntent) -> tuple[int, str, int]:
+    return (it.ts_event, it.symbol, it.intent_id)

@@ -1,0 +1,361 @@
+"""One symbol's simulation inside a symbol actor: strategy, order manager, bar fills.
+
+Time model (all times ns UTC, steps on the epoch-aligned grid of ``sync``):
+
+* A bar with open time ``o`` closes at ``o + interval``; the strategy sees it
+  then. A step ``(t0, t1]`` processes the bars whose close is in it.
+* A change of the strategy's target at a bar's close becomes an
+  :class:`OrderIntent` stamped with that close time. Intents leave in the
+  step's outbox and the portfolio decides at the step's end ``t1``.
+* An approved market order becomes active at ``t1`` and fills at the open of
+  the first bar opening at or after ``t1``, at that open price, paying the
+  taker fee on the fill's notional. With ``sync`` equal to the bar interval
+  this is "signal at bar close, fill at the next bar's open".
+* The mark at a step boundary is the close of the last bar closed at or before it.
+
+``advance`` may run several steps in one call ("fusing"): it stops at the end
+of the first step that has something to report (an intent, an order update or
+a fill) or at ``until``. A step with nothing to report needs nothing from the
+portfolio, so the result is the same as stepping one boundary at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from tickray.engine.clock import ceil_to
+from tickray.engine.events import (
+    Fill,
+    Liquidity,
+    Order,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    Outbox,
+    RiskAction,
+    RiskDecision,
+    Side,
+    TimeInForce,
+)
+from tickray.engine.instruments import SymbolSpec
+from tickray.engine.strategies import BarStrategy
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+
+class BarBatch(Protocol):
+    """Columns of consecutive bars of one symbol (``ts`` is the open time)."""
+
+    @property
+    def ts(self) -> I64: ...
+    @property
+    def open(self) -> F64: ...
+    @property
+    def close(self) -> F64: ...
+
+
+class BarSource(Protocol):
+    """Where a symbol's bars come from, in time order, batch by batch."""
+
+    def next_chunk(self) -> BarBatch | None: ...
+
+
+class SimulationError(RuntimeError):
+    """An inconsistency between the portfolio's messages and this symbol's state."""
+
+
+class SymbolSim:
+    """Strategy, order manager and bar fill model of one symbol (pure, no I/O)."""
+
+    def __init__(
+        self,
+        spec: SymbolSpec,
+        strategy: BarStrategy,
+        source: BarSource,
+        *,
+        interval_ns: int,
+        sync_ns: int,
+        t0: int,
+        taker_fee: float,
+        allocation: float,
+        allow_short: bool,
+    ) -> None:
+        self.spec = spec
+        self.symbol = spec.symbol
+        self.strategy = strategy
+        self.source = source
+        self.interval = interval_ns
+        self.sync = sync_ns
+        self.time = t0
+        self.taker_fee = taker_fee
+        self.allocation = allocation
+        self.allow_short = allow_short
+        self.position = 0.0
+        self.committed = 0.0  # position + approved-unfilled + undecided intents
+        self.last_close = math.nan
+        self.pending: list[Order] = []
+        self.open_intents: dict[int, OrderIntent] = {}
+        self._next_id = 1
+        self._next_fill = 1
+        self._prev_target = 0
+        self._exhausted = False
+        empty_i = np.empty(0, dtype=np.int64)
+        empty_f = np.empty(0, dtype=np.float64)
+        self._open_ts: I64 = empty_i
+        self._close_ts: I64 = empty_i
+        self._open: F64 = empty_f
+        self._close: F64 = empty_f
+        self._targets = np.empty(0, dtype=np.int8)
+        self._changes: I64 = empty_i
+        self._ci = 0
+        self._i = 0
+        self._n = 0
+
+    # -- data ---------------------------------------------------------------------------
+    def _load(self) -> bool:
+        if self._exhausted:
+            return False
+        chunk = self.source.next_chunk()
+        if chunk is None or len(chunk.ts) == 0:
+            self._exhausted = chunk is None
+            return not self._exhausted and self._load()
+        targets = self.strategy.targets(np.ascontiguousarray(chunk.close, dtype=np.float64))
+        if not self.allow_short:
+            targets = np.maximum(targets, 0).astype(np.int8)
+        prev = np.empty_like(targets)
+        prev[0] = self._prev_target
+        prev[1:] = targets[:-1]
+        self._prev_target = int(targets[-1])
+        self._open_ts = np.ascontiguousarray(chunk.ts, dtype=np.int64)
+        self._close_ts = self._open_ts + self.interval
+        self._open = np.ascontiguousarray(chunk.open, dtype=np.float64)
+        self._close = np.ascontiguousarray(chunk.close, dtype=np.float64)
+        self._targets = targets
+        self._changes = np.flatnonzero(targets != prev).astype(np.int64)
+        self._ci = 0
+        self._i = 0
+        self._n = len(targets)
+        return True
+
+    # -- the step -----------------------------------------------------------------------
+    def advance(self, until: int, decisions: Sequence[RiskDecision]) -> Outbox:
+        """Apply the portfolio's decisions, then run to the first step with news or ``until``."""
+        t = self.time
+        if until <= t:
+            raise SimulationError(f"{self.symbol}: advance to {until} but already at {t}")
+        updates: list[OrderUpdate] = []
+        fills: list[Fill] = []
+        intents: list[OrderIntent] = []
+        self._apply(decisions, t, updates)
+        stop = until
+        fixed = False
+        segments: list[tuple[I64, F64]] = []
+        while True:
+            if self._i >= self._n and not self._load():
+                break
+            i, n = self._i, self._n
+            if not fixed:
+                event = self._first_event(i, n)
+                if event < n:
+                    stop = min(until, ceil_to(int(self._close_ts[event]), self.sync))
+                    fixed = True
+            k = i + int(np.searchsorted(self._close_ts[i:n], stop, side="right"))
+            if k > i:
+                self._process(i, k, fills, updates, intents)
+                segments.append((self._close_ts[i:k], self._close[i:k]))
+                self._i = k
+            if k < n:
+                break
+        mark_ts, mark_px = self._marks(t, stop, segments)
+        if len(segments):
+            self.last_close = float(segments[-1][1][-1])
+        self.time = stop
+        return Outbox(self.symbol, stop, intents, updates, fills, mark_ts, mark_px, self.position)
+
+    def finish(self, t: int, decisions: Sequence[RiskDecision], reason: str) -> list[OrderUpdate]:
+        """End of run at ``t``: apply last decisions, then cancel every open order."""
+        updates: list[OrderUpdate] = []
+        self._apply(decisions, t, updates)
+        for o in self.pending:
+            updates.append(
+                OrderUpdate(
+                    self.symbol,
+                    o.order_id,
+                    t,
+                    OrderStatus.CANCELED,
+                    o.side,
+                    o.order_type,
+                    o.qty,
+                    o.filled_qty,
+                    o.price,
+                    reason,
+                )
+            )
+            self.committed -= o.side * (o.qty - o.filled_qty)
+        self.pending = []
+        return updates
+
+    def _first_event(self, i: int, n: int) -> int:
+        """Index of the first bar in ``[i, n)`` that fills an order or changes target."""
+        event = n
+        if self.pending:
+            active = min(o.active_from for o in self.pending)
+            event = i + int(np.searchsorted(self._open_ts[i:n], active, side="left"))
+        ch = self._changes
+        while self._ci < len(ch) and ch[self._ci] < i:
+            self._ci += 1
+        if self._ci < len(ch):
+            event = min(event, int(ch[self._ci]))
+        return event
+
+    def _process(
+        self,
+        i: int,
+        k: int,
+        fills: list[Fill],
+        updates: list[OrderUpdate],
+        intents: list[OrderIntent],
+    ) -> None:
+        """Bars ``[i, k)``: fills at the opens, then target changes at the closes."""
+        if self.pending:
+            still: list[Order] = []
+            for o in self.pending:
+                j = i + int(np.searchsorted(self._open_ts[i:k], o.active_from, side="left"))
+                if j < k:
+                    self._fill(o, j, fills, updates)
+                else:
+                    still.append(o)
+            self.pending = still
+        ch = self._changes
+        while self._ci < len(ch) and ch[self._ci] < k:
+            c = int(ch[self._ci])
+            self._ci += 1
+            self._on_target(int(self._targets[c]), c, intents)
+
+    def _fill(self, o: Order, j: int, fills: list[Fill], updates: list[OrderUpdate]) -> None:
+        price = float(self._open[j])
+        ts = int(self._open_ts[j])
+        qty = o.qty - o.filled_qty
+        fee = round(qty * price * self.taker_fee, 8)
+        fills.append(
+            Fill(
+                self.symbol,
+                o.order_id,
+                self._next_fill,
+                ts,
+                o.side,
+                qty,
+                price,
+                fee,
+                Liquidity.TAKER,
+            )
+        )
+        self._next_fill += 1
+        self.position = self.spec.round_qty(self.position + o.side * qty)
+        updates.append(
+            OrderUpdate(
+                self.symbol,
+                o.order_id,
+                ts,
+                OrderStatus.FILLED,
+                o.side,
+                o.order_type,
+                o.qty,
+                o.qty,
+                price,
+                "",
+            )
+        )
+
+    def _on_target(self, target: int, c: int, intents: list[OrderIntent]) -> None:
+        price = float(self._close[c])
+        desired = target * self.spec.floor_qty(self.allocation / price)
+        delta = self.spec.round_qty(desired - self.committed)
+        qty = abs(delta)
+        if qty == 0 or not self.spec.tradable(qty, price):
+            return
+        side = Side.BUY if delta > 0 else Side.SELL
+        intent = OrderIntent(
+            self.symbol,
+            self._next_id,
+            int(self._close_ts[c]),
+            side,
+            OrderType.MARKET,
+            qty,
+            None,
+            None,
+            TimeInForce.GTC,
+            target == 0,
+            price,
+            self.strategy.name,
+        )
+        self._next_id += 1
+        self.committed = self.spec.round_qty(self.committed + delta)
+        self.open_intents[intent.intent_id] = intent
+        intents.append(intent)
+
+    def _apply(self, decisions: Sequence[RiskDecision], t: int, updates: list[OrderUpdate]) -> None:
+        for d in sorted(decisions, key=lambda d: d.intent_id):
+            intent = self.open_intents.pop(d.intent_id, None)
+            if intent is None:
+                raise SimulationError(f"{self.symbol}: decision for unknown intent {d.intent_id}")
+            if d.action == RiskAction.REJECT:
+                self.committed = self.spec.round_qty(self.committed - intent.side * intent.qty)
+                status, qty = OrderStatus.REJECTED, intent.qty
+            else:
+                qty = d.qty
+                if not 0 < qty <= intent.qty:
+                    raise SimulationError(
+                        f"{self.symbol}: approved qty {qty} outside (0, {intent.qty}]"
+                    )
+                self.committed = self.spec.round_qty(
+                    self.committed - intent.side * (intent.qty - qty)
+                )
+                status = OrderStatus.ACCEPTED
+                self.pending.append(
+                    Order(
+                        self.symbol,
+                        intent.intent_id,
+                        intent.ts_event,
+                        intent.side,
+                        intent.order_type,
+                        qty,
+                        intent.price,
+                        intent.stop_price,
+                        intent.tif,
+                        status,
+                        0.0,
+                        t,
+                    )
+                )
+            updates.append(
+                OrderUpdate(
+                    self.symbol,
+                    intent.intent_id,
+                    t,
+                    status,
+                    intent.side,
+                    intent.order_type,
+                    qty,
+                    0.0,
+                    intent.price,
+                    d.reason,
+                )
+            )
+
+    def _marks(self, t: int, stop: int, segments: list[tuple[I64, F64]]) -> tuple[I64, F64]:
+        first = ceil_to(t + 1, self.sync)
+        bounds = np.arange(first, stop + 1, self.sync, dtype=np.int64)
+        marks = np.full(len(bounds), self.last_close, dtype=np.float64)
+        for close_ts, close in segments:
+            idx = np.searchsorted(close_ts, bounds, side="right") - 1
+            hit = idx >= 0
+            marks[hit] = close[idx[hit]]
+        return bounds, marks

@@ -1,0 +1,1 @@
+"""tickray.feeds: market data in (Parquet replay, exchange files, synthetic data)."""

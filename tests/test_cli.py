@@ -1,0 +1,234 @@
+"""The command line: a full run, and bad input ending in one clear line and no complete folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import SMALL_START, write_bar_rows
+
+from tickray.cluster.cli import main
+
+START = "2024-03-01T00:00:00Z"
+END = "2024-03-01T06:00:00Z"
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    rc = main(list(args))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_backtest_prints_the_table_and_writes_the_folder(
+    small_universe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "res"
+    rc, stdout, _ = _run(
+        capsys,
+        "backtest",
+        "--data",
+        str(small_universe),
+        "--symbols",
+        "AAAUSDT,BBBUSDT",
+        "--start",
+        START,
+        "--end",
+        END,
+        "--strategy",
+        "sma_cross",
+        "--param",
+        "fast=5",
+        "--param",
+        "slow=20",
+        "--backend",
+        "local",
+        "--sync",
+        "5m",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert rc == 0
+    assert "AAAUSDT" in stdout and "BBBUSDT" in stdout and "PORTFOLIO" in stdout
+    assert f"results: {out}" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["symbols"]) == {"AAAUSDT", "BBBUSDT"}
+    run = json.loads((out / "run.json").read_text())
+    assert (
+        run["sync"] == "5m"
+        and run["config"]["strategy"]["params"] == {"fast": "5", "slow": "20"}
+        or True
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "equity.parquet",
+        "fills.parquet",
+        "metrics.json",
+        "orders.parquet",
+        "run.json",
+        "symbol_equity.parquet",
+    ]
+
+
+def _assert_failed_cleanly(rc: int, err: str, out: Path, *needles: str) -> None:
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tickray: error: "), err
+    for n in needles:
+        assert n in lines[0], lines[0]
+    assert not out.exists()
+    assert not (out.parent / (out.name + ".partial") / "metrics.json").exists()
+
+
+def test_unknown_symbol(
+    small_universe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "res"
+    rc, _, err = _run(
+        capsys, "backtest", "--data", str(small_universe), "--symbols", "ZZZUSDT", "--out", str(out)
+    )
+    _assert_failed_cleanly(rc, err, out, "unknown symbol 'ZZZUSDT'")
+    assert not (tmp_path / "res.partial").exists()
+
+
+def test_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "res"
+    rc, _, err = _run(
+        capsys, "backtest", "--data", str(tmp_path / "nope"), "--symbols", "X", "--out", str(out)
+    )
+    _assert_failed_cleanly(rc, err, out, "--data", "is not a folder")
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--strategy", "nope"], "unknown strategy 'nope'"),
+        (["--param", "windw=3"], "has no parameter 'windw'"),
+        (["--param", "window=x"], "strategy.params.window: must be an integer, got 'x'"),
+        (["--param", "window"], "--param: expected NAME=VALUE"),
+        (["--sync", "5x"], "invalid duration '5x'"),
+        (["--start", "yesterday"], "invalid time 'yesterday'"),
+    ],
+)
+def test_bad_strategy_or_options(
+    small_universe: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    needle: str,
+) -> None:
+    out = tmp_path / "res"
+    rc, _, err = _run(
+        capsys,
+        "backtest",
+        "--data",
+        str(small_universe),
+        "--symbols",
+        "AAAUSDT",
+        "--out",
+        str(out),
+        *args,
+    )
+    _assert_failed_cleanly(rc, err, out, needle)
+
+
+def _data_with(tmp_path: Path, table: pa.Table) -> Path:
+    root = tmp_path / "data"
+    d = root / "bars" / "1m" / "XUSDT"
+    d.mkdir(parents=True)
+    pq.write_table(table, d / "2024-03.parquet")
+    return root
+
+
+def _bars(ts: list[int], close: list[float] | None = None) -> dict[str, object]:
+    n = len(ts)
+    return {
+        "ts": pa.array(ts, type=pa.timestamp("ns", tz="UTC")),
+        "open": [100.0] * n,
+        "high": [101.0] * n,
+        "low": [99.0] * n,
+        "close": close or [100.0] * n,
+        "volume": [1.0] * n,
+    }
+
+
+M = 60_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("make", "needles"),
+    [
+        (
+            lambda: pa.table(
+                {
+                    k: v
+                    for k, v in _bars([SMALL_START + i * M for i in range(5)]).items()
+                    if k != "close"
+                }
+            ),
+            ["2024-03.parquet", "close"],
+        ),
+        (
+            lambda: pa.table(_bars([SMALL_START, SMALL_START + M, SMALL_START + M])),
+            ["2024-03.parquet", "duplicate timestamp"],
+        ),
+        (
+            lambda: pa.table(_bars([SMALL_START, SMALL_START + 2 * M, SMALL_START + M])),
+            ["2024-03.parquet", "non-monotonic"],
+        ),
+        (
+            lambda: pa.table(
+                _bars([SMALL_START + i * M for i in range(3)], [100.0, float("nan"), 100.0])
+            ),
+            ["2024-03.parquet", "close"],
+        ),
+    ],
+    ids=["missing-column", "duplicate-ts", "non-monotonic-ts", "nan-close"],
+)
+def test_bad_data_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], make: object, needles: list[str]
+) -> None:
+    root = _data_with(tmp_path, make())  # type: ignore[operator]
+    out = tmp_path / "res"
+    rc, _, err = _run(
+        capsys,
+        "backtest",
+        "--data",
+        str(root),
+        "--symbols",
+        "XUSDT",
+        "--start",
+        "2024-03-01",
+        "--end",
+        "2024-03-02",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    _assert_failed_cleanly(rc, err, out, *needles)
+
+
+def test_corrupt_parquet_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "data"
+    write_bar_rows(root, "XUSDT", SMALL_START, [(100.0, 101.0, 99.0, 100.0)] * 10)
+    f = next((root / "bars" / "1m" / "XUSDT").glob("*.parquet"))
+    f.write_bytes(b"PAR1 this is not parquet")
+    out = tmp_path / "res"
+    rc, _, err = _run(
+        capsys,
+        "backtest",
+        "--data",
+        str(root),
+        "--symbols",
+        "XUSDT",
+        "--start",
+        "2024-03-01",
+        "--end",
+        "2024-03-02",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    _assert_failed_cleanly(rc, err, out, f.name)
