@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +29,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tickray.actors.backends import Backend, Call, cpu_count
+from tickray.actors.backends import Backend, Call, Pending, cpu_count
 from tickray.actors.recorder import Recorder
 from tickray.engine.clock import ceil_to, floor_to
 from tickray.engine.config import RunConfig
 from tickray.engine.events import Inbox, Outbox
+from tickray.engine.portfolio import SettleResult
 
 FUSE_STEPS = 4096
 END_REASON = "end of backtest"
@@ -56,10 +58,16 @@ def shard(symbols: tuple[str, ...], symbols_per_actor: int, cpus: int) -> list[l
 
 @dataclass
 class ClockStats:
+    """Counts and wall-clock seconds of a run's phases (measurement only, not simulation)."""
+
     rounds: int = 0
     calls: int = 0
     settles: int = 0
     boundaries: int = 0
+    setup_s: float = 0.0
+    advance_s: float = 0.0
+    settle_s: float = 0.0
+    record_s: float = 0.0
 
 
 class Clock:
@@ -88,26 +96,25 @@ class Clock:
         sync = cfg.sync_ns
         symbols = list(cfg.symbols)
         col = {s: i for i, s in enumerate(symbols)}
+        began = time.perf_counter()
         self.backend.start(cfg, self.shards, self.t0)
+        stats = self.stats
+        stats.setup_s = time.perf_counter() - began
         at = dict.fromkeys(symbols, self.t0)
         held: dict[str, Outbox] = {}
         inboxes: dict[str, Inbox] = {}
         mark_buf: list[npt.NDArray[np.float64]] = [np.empty(0) for _ in symbols]
         horizon = sync * (FUSE_STEPS if cfg.fuse else 1)
-        t = target = self.t0
         span = max(1, self.t_end - self.t0)
-        while t < self.t_end:
-            if target <= t:
-                target = min(self.t_end, t + horizon)
-            calls: list[Call] = []
-            for a, sh in enumerate(self.shards):
-                movers = [s for s in sh if at[s] == t]
-                if movers:
-                    boxes = [inboxes.pop(s) for s in movers if s in inboxes]
-                    calls.append((a, target, boxes, movers))
-            self.stats.rounds += 1
-            self.stats.calls += len(calls)
-            for ob in self.backend.advance(calls):
+        t = self.t0
+        target = min(self.t_end, t + horizon)
+        flight = [self._submit(symbols, target, inboxes)]
+        last_res: SettleResult | None = None
+        while True:
+            t_a = time.perf_counter()
+            outs = [ob for h in flight for ob in self.backend.collect(h)]
+            stats.advance_s += time.perf_counter() - t_a
+            for ob in outs:
                 at[ob.symbol] = ob.reached
                 held[ob.symbol] = ob
                 i = col[ob.symbol]
@@ -120,20 +127,55 @@ class Clock:
                 marks[:, i] = mark_buf[i][:k]
                 mark_buf[i] = mark_buf[i][k:]
             settling = [held.pop(s) for s in symbols if at[s] == t_next]
+            flight = []
+            if t_next < self.t_end:
+                if target <= t_next:
+                    target = min(self.t_end, t_next + horizon)
+                # Symbols with no intent need no decision: they move on while the
+                # portfolio settles (their results cannot depend on this settlement).
+                early = [ob.symbol for ob in settling if not ob.intents]
+                if early:
+                    flight.append(self._submit(early, target, inboxes))
+            t_a = time.perf_counter()
             res = self.backend.settle(t_next, settling, mark_ts, marks)
-            self.stats.settles += 1
-            self.stats.boundaries += k
-            self.recorder.record(res)
+            stats.settle_s += time.perf_counter() - t_a
+            stats.settles += 1
+            stats.boundaries += k
             for box in res.inboxes:
                 inboxes[box.symbol] = box
+            if t_next < self.t_end:
+                late = [ob.symbol for ob in settling if ob.intents]
+                if late:
+                    flight.append(self._submit(late, target, inboxes))
+            t_a = time.perf_counter()
+            if last_res is not None:
+                self.recorder.record(last_res)
+            last_res = res
+            stats.record_s += time.perf_counter() - t_a
             t = t_next
             if self.progress is not None:
                 self.progress((t - self.t0) / span)
+            if t >= self.t_end:
+                break
+        self.recorder.record(last_res)
         last = [[inboxes[s] for s in sh if s in inboxes] for sh in self.shards]
         closing = self.backend.finish(t, last, END_REASON)
         closing.sort(key=lambda o: o.symbol)
         self.recorder.record_orders([], [u for ob in closing for u in ob.updates])
         return self.backend.summary()
+
+    def _submit(self, symbols: list[str], target: int, inboxes: dict[str, Inbox]) -> Pending:
+        """One advance call per symbol actor for ``symbols`` (sorted), with their inboxes."""
+        wanted = set(symbols)
+        calls: list[Call] = []
+        for a, sh in enumerate(self.shards):
+            movers = [s for s in sh if s in wanted]
+            if movers:
+                boxes = [inboxes.pop(s) for s in movers if s in inboxes]
+                calls.append((a, target, boxes, movers))
+        self.stats.rounds += 1
+        self.stats.calls += len(calls)
+        return self.backend.submit(calls)
 
 
 def stderr_progress(label: str) -> Callable[[float], None]:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tickray.engine.events import Liquidity, OrderIntent, OrderStatus, OrderType, OrderUpdate, Side
-from tickray.engine.portfolio import SettleResult
+from tickray.engine.portfolio import BookedFill, SettleResult
 
 ROW_GROUP = 65_536
 # IntEnum members of different enums compare equal (Side.BUY == OrderType.MARKET == 1),
@@ -71,24 +71,31 @@ EQUITY = pa.schema(
 class _Sink:
     """Rows buffered and flushed to one Parquet file in row groups of exactly ROW_GROUP rows.
 
-    Rows arrive either as tuples (``add_rows``) or as equal-length numpy
-    columns (``add_columns``); a sink takes one kind only.
+    Rows arrive either as objects turned into columns at flush time by
+    ``to_columns`` (``add_objects``: cheap while the run goes, one bulk
+    conversion per row group), or as equal-length numpy columns (``add_columns``).
+    A sink takes one kind only.
     """
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
+    def __init__(
+        self,
+        path: Path,
+        schema: pa.Schema,
+        to_columns: Callable[[list[Any]], list[Sequence[Any]]] | None = None,
+    ) -> None:
         self.path = path
         self.schema = schema
-        self.tuples: list[Sequence[Any]] = []
-        self.blocks: list[Sequence[np.ndarray[Any, Any]]] = []
+        self.to_columns = to_columns
+        self.objects: list[Any] = []
+        self.blocks: list[Sequence[Any]] = []
         self.rows = 0
         self.writer = pq.ParquetWriter(
             path, schema, compression="zstd", write_statistics=True, store_schema=False
         )
 
-    def add_rows(self, rows: Iterable[Sequence[Any]]) -> None:
-        before = len(self.tuples)
-        self.tuples.extend(rows)
-        self.rows += len(self.tuples) - before
+    def add_objects(self, objs: Sequence[Any]) -> None:
+        self.objects.extend(objs)
+        self.rows += len(objs)
         if self.rows >= ROW_GROUP:
             self._flush(final=False)
 
@@ -98,44 +105,67 @@ class _Sink:
         if self.rows >= ROW_GROUP:
             self._flush(final=False)
 
-    def _columns(self) -> list[list[Any] | np.ndarray[Any, Any]]:
-        if self.blocks:
-            cols = [np.concatenate([b[i] for b in self.blocks]) for i in range(len(self.schema))]
-            self.blocks = []
-            return list(cols)
-        cols2: list[list[Any] | np.ndarray[Any, Any]] = [
-            list(c) for c in zip(*self.tuples, strict=True)
-        ]
-        self.tuples = []
-        return cols2 or [[] for _ in self.schema]
+    def _write(self, cols: Sequence[Any]) -> None:
+        arrays = [pa.array(c, type=f.type) for c, f in zip(cols, self.schema, strict=True)]
+        n = len(arrays[0])
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema), row_group_size=n)
 
     def _flush(self, final: bool) -> None:
-        if not self.rows:
-            return
-        cols = self._columns()
-        start = 0
-        while self.rows - start >= ROW_GROUP or (final and self.rows > start):
-            n = min(self.rows - start, ROW_GROUP)
-            arrays = [
-                pa.array(c[start : start + n], type=f.type)
-                for c, f in zip(cols, self.schema, strict=True)
-            ]
-            self.writer.write_table(
-                pa.Table.from_arrays(arrays, schema=self.schema), row_group_size=n
-            )
-            start += n
-        rest = self.rows - start
-        if rest:
-            tail = [c[start:] for c in cols]
-            if isinstance(tail[0], np.ndarray):
-                self.blocks = [tail]  # type: ignore[list-item]
+        while self.rows >= ROW_GROUP or (final and self.rows):
+            n = min(self.rows, ROW_GROUP)
+            if self.to_columns is not None:
+                head, self.objects = self.objects[:n], self.objects[n:]
+                self._write(self.to_columns(head))
             else:
-                self.tuples = [tuple(r) for r in zip(*tail, strict=True)]
-        self.rows = rest
+                cols = [
+                    np.concatenate([b[i] for b in self.blocks]) for i in range(len(self.schema))
+                ]
+                self._write([c[:n] for c in cols])
+                self.blocks = [[c[n:] for c in cols]] if n < len(cols[0]) else []
+            self.rows -= n
 
     def close(self) -> None:
         self._flush(final=True)
         self.writer.close()
+
+
+def _names(values: Sequence[Any], table: dict[Any, str]) -> list[str]:
+    return [table[v] for v in values]
+
+
+def _fill_columns(rows: list[BookedFill]) -> list[Sequence[Any]]:
+    sym, oid, fid, ts, side, qty, px, fee, liq = zip(*[b.fill for b in rows], strict=True)
+    _, realized, pos, cash = zip(*rows, strict=True)
+    return [
+        ts,
+        sym,
+        oid,
+        fid,
+        _names(side, _SIDE),
+        qty,
+        px,
+        fee,
+        _names(liq, _LIQ),
+        realized,
+        pos,
+        cash,
+    ]
+
+
+def _order_columns(rows: list[OrderUpdate]) -> list[Sequence[Any]]:
+    sym, oid, ts, status, side, typ, qty, filled, px, reason = zip(*rows, strict=True)
+    return [
+        ts,
+        sym,
+        oid,
+        _names(status, _STATUS),
+        _names(side, _SIDE),
+        _names(typ, _TYPE),
+        qty,
+        filled,
+        px,
+        reason,
+    ]
 
 
 class Recorder:
@@ -150,68 +180,41 @@ class Recorder:
             shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True)
         self.symbols = list(symbols)
-        self.fills = _Sink(self.partial / "fills.parquet", FILLS)
-        self.orders = _Sink(self.partial / "orders.parquet", ORDERS)
+        self.fills = _Sink(self.partial / "fills.parquet", FILLS, _fill_columns)
+        self.orders = _Sink(self.partial / "orders.parquet", ORDERS, _order_columns)
         self.equity = _Sink(self.partial / "equity.parquet", EQUITY)
         sym_schema = pa.schema([("ts", TS)] + [(s, pa.float64()) for s in self.symbols])
         self.symbol_equity = _Sink(self.partial / "symbol_equity.parquet", sym_schema)
         self._sinks = [self.fills, self.orders, self.equity, self.symbol_equity]
 
     def record(self, res: SettleResult) -> None:
-        self.fills.add_rows(
-            (
-                b.fill.ts_event,
-                b.fill.symbol,
-                b.fill.order_id,
-                b.fill.fill_id,
-                _SIDE[b.fill.side],
-                b.fill.qty,
-                b.fill.price,
-                b.fill.fee,
-                _LIQ[b.fill.liquidity],
-                b.realized_pnl,
-                b.position_after,
-                b.cash_after,
-            )
-            for b in res.fills
-        )
+        self.fills.add_objects(res.fills)
         self.record_orders(res.intents, res.updates)
         ts = res.equity_ts
         self.equity.add_columns([ts, res.equity, res.cash, res.gross])
         self.symbol_equity.add_columns([ts, *res.symbol_equity.T])
 
     def record_orders(self, intents: Sequence[OrderIntent], updates: Sequence[OrderUpdate]) -> None:
-        rows: list[tuple[Any, ...]] = [
-            (
-                it.ts_event,
-                it.symbol,
-                it.intent_id,
-                "SUBMITTED",
-                _SIDE[it.side],
-                _TYPE[it.order_type],
-                it.qty,
-                0.0,
-                it.price,
-                "",
+        """Intents become SUBMITTED rows, ahead of this settlement's updates."""
+        if intents:
+            self.orders.add_objects(
+                [
+                    OrderUpdate(
+                        it.symbol,
+                        it.intent_id,
+                        it.ts_event,
+                        OrderStatus.SUBMITTED,
+                        it.side,
+                        it.order_type,
+                        it.qty,
+                        0.0,
+                        it.price,
+                        "",
+                    )
+                    for it in intents
+                ]
             )
-            for it in intents
-        ]
-        rows.extend(
-            (
-                u.ts_event,
-                u.symbol,
-                u.order_id,
-                _STATUS[u.status],
-                _SIDE[u.side],
-                _TYPE[u.order_type],
-                u.qty,
-                u.filled_qty,
-                u.price,
-                u.reason,
-            )
-            for u in updates
-        )
-        self.orders.add_rows(rows)
+        self.orders.add_objects(updates)
 
     def close_files(self) -> None:
         for s in self._sinks:

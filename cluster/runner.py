@@ -51,7 +51,7 @@ def run_backtest(
     check_inputs(config)
     began = time.perf_counter()
     recorder = Recorder(out, config.symbols)
-    backend = make_backend(config.backend, address)
+    backend = make_backend(config.backend, address, config.remote_portfolio)
     clock = Clock(config, backend, recorder, stderr_progress("replay") if progress else None)
     try:
         summary = clock.run()

@@ -62,6 +62,8 @@ class RunConfig:
     ``symbols_per_actor``: 0 spreads the symbols over min(symbols, cpus) actors.
     ``fuse``: let symbols with nothing to report run several steps in one call
     (results are identical with it on or off; it only saves calls).
+    ``remote_portfolio``: on the Ray backend, run the portfolio as its own Ray
+    actor instead of beside the clock in the driver (same results, slower).
     """
 
     data_root: str
@@ -77,6 +79,7 @@ class RunConfig:
     symbols_per_actor: int = 0
     fuse: bool = True
     backend: str = "local"
+    remote_portfolio: bool = False
     chunk_rows: int = 65536
 
     def __post_init__(self) -> None:

@@ -165,19 +165,40 @@ class Portfolio:
     def _equity(self, marks: F64, total: F64, cash: F64, gross: F64, sym: F64) -> None:
         """Fill the equity rows for ``marks`` with the current positions and cash.
 
-        Sums run over symbols in their fixed order, one vector operation per
-        held symbol, so a boundary's value never depends on how many
-        boundaries are computed together.
+        Sums run over symbols in their fixed order (``np.add.accumulate`` is
+        sequential), so a boundary's value never depends on how many boundaries
+        are computed together. Unheld symbols add an exact 0.0.
         """
-        total[:] = self.cash
+        rows = len(total)
+        if rows == 1 and len(self.symbols) <= 16:
+            self._equity_row(marks[0], total, cash, gross, sym)
+            return
+        held = self.pos != 0.0
+        value = np.where(held, marks * self.pos, 0.0)
         cash[:] = self.cash
-        gross[:] = 0.0
-        sym[:] = self.alloc + self.flow
-        for i in np.flatnonzero(self.pos).tolist():
-            value = float(self.pos[i]) * marks[:, i]
-            total += value
-            gross += np.abs(value)
-            sym[:, i] += value
+        sym[:] = value + (self.alloc + self.flow)
+        acc = np.empty((rows, len(self.symbols) + 1))
+        acc[:, 0] = self.cash
+        acc[:, 1:] = value
+        total[:] = np.add.accumulate(acc, axis=1)[:, -1]
+        acc[:, 0] = 0.0
+        np.abs(value, out=acc[:, 1:])
+        gross[:] = np.add.accumulate(acc, axis=1)[:, -1]
+
+    def _equity_row(self, marks: F64, total: F64, cash: F64, gross: F64, sym: F64) -> None:
+        """One boundary, few symbols: the same sequential float sums in plain Python."""
+        acc = self.cash
+        gr = 0.0
+        base = self.alloc + self.flow
+        row = sym[0]
+        for i, p in enumerate(self.pos.tolist()):
+            v = p * float(marks[i]) if p != 0.0 else 0.0
+            acc += v
+            gr += abs(v)
+            row[i] = v + float(base[i])
+        total[0] = acc
+        cash[0] = self.cash
+        gross[0] = gr
 
     def _book(self, i: int, f: Fill) -> BookedFill:
         q = f.side * f.qty

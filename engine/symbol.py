@@ -166,7 +166,7 @@ class SymbolSim:
                 if event < n:
                     stop = min(until, ceil_to(int(self._close_ts[event]), self.sync))
                     fixed = True
-            k = i + int(np.searchsorted(self._close_ts[i:n], stop, side="right"))
+            k = i + int(self._close_ts[i:n].searchsorted(stop, side="right"))
             if k > i:
                 self._process(i, k, fills, updates, intents)
                 segments.append((self._close_ts[i:k], self._close[i:k]))
@@ -207,7 +207,7 @@ class SymbolSim:
         event = n
         if self.pending:
             active = min(o.active_from for o in self.pending)
-            event = i + int(np.searchsorted(self._open_ts[i:n], active, side="left"))
+            event = i + int(self._open_ts[i:n].searchsorted(active, side="left"))
         ch = self._changes
         while self._ci < len(ch) and ch[self._ci] < i:
             self._ci += 1
@@ -227,7 +227,7 @@ class SymbolSim:
         if self.pending:
             still: list[Order] = []
             for o in self.pending:
-                j = i + int(np.searchsorted(self._open_ts[i:k], o.active_from, side="left"))
+                j = i + int(self._open_ts[i:k].searchsorted(o.active_from, side="left"))
                 if j < k:
                     self._fill(o, j, fills, updates)
                 else:
@@ -351,11 +351,15 @@ class SymbolSim:
             )
 
     def _marks(self, t: int, stop: int, segments: list[tuple[I64, F64]]) -> tuple[I64, F64]:
+        if stop - t == self.sync and t % self.sync == 0:
+            # One boundary (the common case): its mark is the last close processed.
+            last = float(segments[-1][1][-1]) if segments else self.last_close
+            return np.array([stop], dtype=np.int64), np.array([last])
         first = ceil_to(t + 1, self.sync)
         bounds = np.arange(first, stop + 1, self.sync, dtype=np.int64)
         marks = np.full(len(bounds), self.last_close, dtype=np.float64)
         for close_ts, close in segments:
-            idx = np.searchsorted(close_ts, bounds, side="right") - 1
+            idx = close_ts.searchsorted(bounds, side="right") - 1
             hit = idx >= 0
             marks[hit] = close[idx[hit]]
         return bounds, marks
