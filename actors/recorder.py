@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tickray.engine.events import Liquidity, OrderIntent, OrderStatus, OrderType, OrderUpdate, Side
@@ -217,8 +218,32 @@ class Recorder:
         self.orders.add_objects(updates)
 
     def close_files(self) -> None:
+        """Flush everything, then put fills and orders in their canonical order.
+
+        Settlements deliver records grouped by when symbols synchronised, which
+        depends on fusing and on the approval mode; the files are sorted by
+        (ts, symbol, id, lifecycle step) so that they never do. This reads the
+        two tables back once: their size grows with the number of orders, not
+        with the length of the history.
+        """
         for s in self._sinks:
             s.close()
+        _sort_file(
+            self.fills.path,
+            FILLS,
+            [("ts", "ascending"), ("symbol", "ascending"), ("fill_id", "ascending")],
+        )
+        _sort_file(
+            self.orders.path,
+            ORDERS,
+            [
+                ("ts", "ascending"),
+                ("symbol", "ascending"),
+                ("order_id", "ascending"),
+                ("_rank", "ascending"),
+            ],
+            rank=True,
+        )
 
     def commit(self, metrics: dict[str, Any], run_info: dict[str, Any]) -> Path:
         """Write ``run.json`` and ``metrics.json`` and publish the folder under its final name."""
@@ -234,6 +259,36 @@ class Recorder:
                 s.close()
         (self.partial / "error.txt").write_text(error + "\n", encoding="utf-8")
         return self.partial
+
+
+_RANK = {
+    "SUBMITTED": 0,
+    "ACCEPTED": 1,
+    "REJECTED": 1,
+    "PARTIALLY_FILLED": 2,
+    "FILLED": 3,
+    "CANCELED": 3,
+    "EXPIRED": 3,
+}
+
+
+def _sort_file(
+    path: Path, schema: pa.Schema, keys: list[tuple[str, str]], rank: bool = False
+) -> None:
+    table = pq.read_table(path, schema=schema)
+    if rank:
+        ranks = [_RANK[v] for v in table.column("status").to_pylist()]
+        table = table.append_column("_rank", pa.array(ranks, type=pa.int8()))
+    indices = pc.sort_indices(table, sort_keys=keys)
+    table = table.take(indices).select(schema.names)
+    tmp = path.with_suffix(".sorting")
+    with pq.ParquetWriter(
+        tmp, schema, compression="zstd", write_statistics=True, store_schema=False
+    ) as w:
+        for start in range(0, max(table.num_rows, 1), ROW_GROUP):
+            part = table.slice(start, ROW_GROUP)
+            w.write_table(part, row_group_size=max(part.num_rows, 1))
+    os.replace(tmp, path)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -46,9 +46,10 @@ class SymbolActor:
                 interval_ns=config.interval_ns,
                 sync_ns=config.sync_ns,
                 t0=t0,
-                taker_fee=config.account.taker_fee,
+                account=config.account,
                 allocation=config.allocation,
-                allow_short=config.account.allow_short,
+                budget=config.budget,
+                self_approve=config.approval == "symbol",
             )
 
     def step(self, until: int, inboxes: Sequence[Inbox], symbols: Sequence[str]) -> list[Outbox]:

@@ -129,6 +129,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         symbols_per_actor=args.symbols_per_actor,
         fuse=not args.no_fuse,
         backend=args.backend or ("ray" if args.demo else "local"),
+        approval=args.approval,
     )
 
 
@@ -190,6 +191,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--address", help="Ray cluster address to join (ray backend)")
     b.add_argument("--sync", help="step length, e.g. 1m, 1h (default: the bar interval)")
     b.add_argument("--symbols-per-actor", type=int, default=0, help="0: spread over the CPUs")
+    b.add_argument(
+        "--approval",
+        choices=["portfolio", "symbol"],
+        default="portfolio",
+        help="cash check by the portfolio at each step's end, or by each symbol's sub-account",
+    )
     b.add_argument("--no-fuse", action="store_true", help="one round per step (same results)")
     b.add_argument("--cash", type=float, default=100_000.0, help="initial cash in quote asset")
     b.add_argument("--fee", type=float, default=0.001, help="taker fee rate (0.001 = 0.1%%)")

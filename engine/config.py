@@ -62,6 +62,13 @@ class RunConfig:
     ``symbols_per_actor``: 0 spreads the symbols over min(symbols, cpus) actors.
     ``fuse``: let symbols with nothing to report run several steps in one call
     (results are identical with it on or off; it only saves calls).
+    ``approval``: who runs the pre-trade cash check. ``"portfolio"``: intents
+    wait for the portfolio at the step's end (one shared cash account; the
+    step length is the order latency). ``"symbol"``: each symbol checks its
+    own sub-account (its equal share of the initial cash plus its own cash
+    flows) at the signal and its market order fills at the next bar's open
+    whatever ``sync`` is; symbols then need no round trip per step, and
+    ``sync`` only sets where the equity curve is sampled.
     ``remote_portfolio``: on the Ray backend, run the portfolio as its own Ray
     actor instead of beside the clock in the driver (same results, slower).
     """
@@ -80,6 +87,7 @@ class RunConfig:
     fuse: bool = True
     backend: str = "local"
     remote_portfolio: bool = False
+    approval: str = "portfolio"
     chunk_rows: int = 65536
 
     def __post_init__(self) -> None:
@@ -103,11 +111,20 @@ class RunConfig:
             raise ConfigError("execution.symbols_per_actor: must be >= 0")
         if self.backend not in ("local", "ray"):
             raise ConfigError(f"execution.backend: must be 'local' or 'ray', got {self.backend!r}")
+        if self.approval not in ("portfolio", "symbol"):
+            raise ConfigError(
+                f"execution.approval: must be 'portfolio' or 'symbol', got {self.approval!r}"
+            )
         if self.chunk_rows < 1:
             raise ConfigError("execution.chunk_rows: must be >= 1")
 
     def spec(self, symbol: str) -> SymbolSpec:
         return self.specs.get(symbol) or SymbolSpec(symbol)
+
+    @property
+    def budget(self) -> float:
+        """Each symbol's equal share of the initial cash (its sub-account's start)."""
+        return self.account.initial_cash / len(self.symbols)
 
     @property
     def allocation(self) -> float:

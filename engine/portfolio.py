@@ -29,6 +29,8 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from tickray.engine.approval import check_cash
+from tickray.engine.clock import ceil_to
 from tickray.engine.config import RunConfig
 from tickray.engine.events import (
     Fill,
@@ -39,7 +41,6 @@ from tickray.engine.events import (
     Outbox,
     RiskAction,
     RiskDecision,
-    Side,
 )
 from tickray.engine.instruments import SymbolSpec
 from tickray.engine.symbol import SimulationError
@@ -88,8 +89,6 @@ class Portfolio:
         n = len(self.symbols)
         self.initial_cash = acct.initial_cash
         self.alloc = acct.initial_cash / n
-        self.fee = acct.taker_fee
-        self.buffer = acct.price_buffer
         self.short_margin = acct.short_margin
         self.allow_short = acct.allow_short
         self.cash = acct.initial_cash
@@ -104,6 +103,8 @@ class Portfolio:
         self.pending_cash = 0.0
         self._pending: dict[tuple[str, int], tuple[float, float]] = {}
         self.time = -(2**63)
+        self.interval = config.interval_ns
+        self.sync = config.sync_ns
 
     # -- settlement ---------------------------------------------------------------------
     def settle(self, t: int, outboxes: Sequence[Outbox], mark_ts: I64, marks: F64) -> SettleResult:
@@ -126,20 +127,35 @@ class Portfolio:
         cash = np.empty(rows)
         gross = np.empty(rows)
         sym_eq = np.empty((rows, len(self.symbols)))
-        # Boundaries before t: no fill happened since the last settlement.
         head = rows - 1
-        if head:
-            self._equity(marks[:head], equity[:head], cash[:head], gross[:head], sym_eq[:head])
         fills: list[BookedFill] = []
         updates: list[OrderUpdate] = []
         intents: list[OrderIntent] = []
-        done = _DONE
-        for ob in sorted(outboxes, key=_by_symbol) if len(outboxes) > 1 else outboxes:
+        ordered = sorted(outboxes, key=_by_symbol) if len(outboxes) > 1 else outboxes
+        # Each fill is booked at the boundary ending the step in which its bar
+        # closed; rows before that boundary see the account without it.
+        step0 = int(mark_ts[0])
+        groups: dict[int, list[tuple[int, Fill]]] = {}
+        for ob in ordered:
             i = self.index[ob.symbol]
             for f in ob.fills:
+                row = (ceil_to(f.ts_event + self.interval, self.sync) - step0) // self.sync
+                groups.setdefault(max(0, min(int(row), head)), []).append((i, f))
+        done_rows = 0
+        for row in sorted(groups):
+            if row > done_rows:
+                sl = slice(done_rows, row)
+                self._equity(marks[sl], equity[sl], cash[sl], gross[sl], sym_eq[sl])
+                done_rows = row
+            for i, f in groups[row]:
                 fills.append(self._book(i, f))
+        if head > done_rows:
+            sl = slice(done_rows, head)
+            self._equity(marks[sl], equity[sl], cash[sl], gross[sl], sym_eq[sl])
+        for ob in ordered:
+            i = self.index[ob.symbol]
             for u in ob.updates:
-                if u.status in done:
+                if u.status in _DONE:
                     self._release(u.symbol, u.order_id)
             updates.extend(ob.updates)
             intents.extend(ob.intents)
@@ -241,54 +257,16 @@ class Portfolio:
 
     def _decide(self, t: int, it: OrderIntent) -> RiskDecision:
         i = self.index[it.symbol]
-        spec = self.specs[i]
         px = float(self.mark[i]) if not math.isnan(self.mark[i]) else it.ref_price
         proj = float(self.pos[i] + self.pending_pos[i])
-        sign = int(it.side)
-        closing = min(it.qty, abs(proj)) if proj * sign < 0 else 0.0
-        opening = spec.round_qty(it.qty - closing)
-        reason = ""
-        if opening > 0 and it.side == Side.SELL and not self.allow_short:
-            opening, reason = 0.0, "short selling disabled (spot account without margin)"
-        if opening > 0:
-            free = self.free_cash() + self._closing_effect(it.side, closing, px)
-            unit = self._opening_cost(it.side, px)
-            fits = spec.floor_qty(free / unit) if free > 0 else 0.0
-            if fits < opening:
-                need = opening * unit
-                asked = opening
-                opening = fits if spec.tradable(fits, px) else 0.0
-                reason = (
-                    f"insufficient free cash: {opening} of {asked} fit "
-                    f"({max(free, 0.0):.2f} free, {need:.2f} needed)"
-                )
-        qty = spec.round_qty(closing + opening)
-        if qty <= 0:
-            return RiskDecision(it.symbol, it.intent_id, t, RiskAction.REJECT, 0.0, reason)
-        action = RiskAction.APPROVE if qty >= it.qty else RiskAction.RESIZE
-        cash_est = self._cash_estimate(it.side, qty, px)
-        self._pending[(it.symbol, it.intent_id)] = (sign * qty, cash_est)
-        self.pending_pos[i] += sign * qty
-        self.pending_cash += cash_est
-        return RiskDecision(it.symbol, it.intent_id, t, action, qty, reason)
-
-    def _cash_estimate(self, side: Side, qty: float, px: float) -> float:
-        if side == Side.BUY:
-            return -qty * px * (1.0 + self.buffer) * (1.0 + self.fee)
-        return qty * px * (1.0 - self.buffer) * (1.0 - self.fee)
-
-    def _closing_effect(self, side: Side, qty: float, px: float) -> float:
-        """Change of free cash from the closing part of an order."""
-        if qty <= 0:
-            return 0.0
-        released = qty * px * (1.0 + self.short_margin) if side == Side.BUY else 0.0
-        return self._cash_estimate(side, qty, px) + released
-
-    def _opening_cost(self, side: Side, px: float) -> float:
-        """Free cash one unit of a position-opening order uses."""
-        if side == Side.BUY:
-            return px * (1.0 + self.buffer) * (1.0 + self.fee)
-        return px * (1.0 + self.short_margin) - px * (1.0 - self.buffer) * (1.0 - self.fee)
+        chk = check_cash(
+            self.config.account, self.specs[i], it.side, it.qty, proj, px, self.free_cash()
+        )
+        if chk.action != RiskAction.REJECT:
+            self._pending[(it.symbol, it.intent_id)] = (it.side * chk.qty, chk.cash_estimate)
+            self.pending_pos[i] += it.side * chk.qty
+            self.pending_cash += chk.cash_estimate
+        return RiskDecision(it.symbol, it.intent_id, t, chk.action, chk.qty, chk.reason)
 
     # -- summary ------------------------------------------------------------------------
     def equity_now(self) -> float:

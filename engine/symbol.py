@@ -28,7 +28,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from tickray.engine.approval import check_cash
 from tickray.engine.clock import ceil_to
+from tickray.engine.config import AccountConfig
 from tickray.engine.events import (
     Fill,
     Liquidity,
@@ -83,9 +85,10 @@ class SymbolSim:
         interval_ns: int,
         sync_ns: int,
         t0: int,
-        taker_fee: float,
+        account: AccountConfig,
         allocation: float,
-        allow_short: bool,
+        budget: float = 0.0,
+        self_approve: bool = False,
     ) -> None:
         self.spec = spec
         self.symbol = spec.symbol
@@ -94,9 +97,15 @@ class SymbolSim:
         self.interval = interval_ns
         self.sync = sync_ns
         self.time = t0
-        self.taker_fee = taker_fee
+        self.account = account
+        self.taker_fee = account.taker_fee
         self.allocation = allocation
-        self.allow_short = allow_short
+        self.allow_short = account.allow_short
+        self.self_approve = self_approve
+        self.budget = budget  # sub-account cash at the start (self-approval)
+        self.flow = 0.0  # cash flow of this symbol's fills, fees included
+        self.pending_cash = 0.0  # cash estimates of self-approved unfilled orders
+        self._estimates: dict[int, float] = {}
         self.position = 0.0
         self.committed = 0.0  # position + approved-unfilled + undecided intents
         self.last_close = math.nan
@@ -199,12 +208,19 @@ class SymbolSim:
                 )
             )
             self.committed -= o.side * (o.qty - o.filled_qty)
+            self.pending_cash -= self._estimates.pop(o.order_id, 0.0)
         self.pending = []
         return updates
 
     def _first_event(self, i: int, n: int) -> int:
-        """Index of the first bar in ``[i, n)`` that fills an order or changes target."""
+        """Index of the first bar in ``[i, n)`` that fills an order or changes target.
+
+        A self-approving symbol needs nothing from the portfolio, so nothing
+        stops it before ``until``.
+        """
         event = n
+        if self.self_approve:
+            return event
         if self.pending:
             active = min(o.active_from for o in self.pending)
             event = i + int(self._open_ts[i:n].searchsorted(active, side="left"))
@@ -223,21 +239,29 @@ class SymbolSim:
         updates: list[OrderUpdate],
         intents: list[OrderIntent],
     ) -> None:
-        """Bars ``[i, k)``: fills at the opens, then target changes at the closes."""
-        if self.pending:
-            still: list[Order] = []
-            for o in self.pending:
-                j = i + int(self._open_ts[i:k].searchsorted(o.active_from, side="left"))
-                if j < k:
-                    self._fill(o, j, fills, updates)
-                else:
-                    still.append(o)
-            self.pending = still
+        """Bars ``[i, k)`` in order: each bar's fills at its open, then its target at its close."""
         ch = self._changes
         while self._ci < len(ch) and ch[self._ci] < k:
             c = int(ch[self._ci])
             self._ci += 1
-            self._on_target(int(self._targets[c]), c, intents)
+            if self.pending:
+                self._fill_pending(i, c + 1, fills, updates)
+            self._on_target(int(self._targets[c]), c, intents, updates)
+        if self.pending:
+            self._fill_pending(i, k, fills, updates)
+
+    def _fill_pending(
+        self, lo: int, hi: int, fills: list[Fill], updates: list[OrderUpdate]
+    ) -> None:
+        """Fill each pending order at the first bar in ``[lo, hi)`` opening at or after its activation."""
+        still: list[Order] = []
+        for o in self.pending:
+            j = lo + int(self._open_ts[lo:hi].searchsorted(o.active_from, side="left"))
+            if j < hi:
+                self._fill(o, j, fills, updates)
+            else:
+                still.append(o)
+        self.pending = still
 
     def _fill(self, o: Order, j: int, fills: list[Fill], updates: list[OrderUpdate]) -> None:
         price = float(self._open[j])
@@ -259,6 +283,8 @@ class SymbolSim:
         )
         self._next_fill += 1
         self.position = self.spec.round_qty(self.position + o.side * qty)
+        self.flow += -o.side * qty * price - fee
+        self.pending_cash -= self._estimates.pop(o.order_id, 0.0)
         updates.append(
             OrderUpdate(
                 self.symbol,
@@ -274,7 +300,9 @@ class SymbolSim:
             )
         )
 
-    def _on_target(self, target: int, c: int, intents: list[OrderIntent]) -> None:
+    def _on_target(
+        self, target: int, c: int, intents: list[OrderIntent], updates: list[OrderUpdate]
+    ) -> None:
         price = float(self._close[c])
         desired = target * self.spec.floor_qty(self.allocation / price)
         delta = self.spec.round_qty(desired - self.committed)
@@ -299,7 +327,24 @@ class SymbolSim:
         self._next_id += 1
         self.committed = self.spec.round_qty(self.committed + delta)
         self.open_intents[intent.intent_id] = intent
-        intents.append(intent)
+        if not self.self_approve:
+            intents.append(intent)
+            return
+        updates.append(_update(intent, OrderStatus.SUBMITTED, intent.ts_event, intent.qty, ""))
+        self._apply([self._self_decide(intent)], intent.ts_event, updates)
+
+    def _self_decide(self, it: OrderIntent) -> RiskDecision:
+        """The cash check against this symbol's own sub-account (see engine.approval)."""
+        proj = self.spec.round_qty(
+            self.position + sum(o.side * (o.qty - o.filled_qty) for o in self.pending)
+        )
+        locked = -proj * it.ref_price * (1.0 + self.account.short_margin) if proj < 0 else 0.0
+        free = self.budget + self.flow + self.pending_cash - locked
+        chk = check_cash(self.account, self.spec, it.side, it.qty, proj, it.ref_price, free)
+        if chk.action != RiskAction.REJECT:
+            self._estimates[it.intent_id] = chk.cash_estimate
+            self.pending_cash += chk.cash_estimate
+        return RiskDecision(it.symbol, it.intent_id, it.ts_event, chk.action, chk.qty, chk.reason)
 
     def _apply(self, decisions: Sequence[RiskDecision], t: int, updates: list[OrderUpdate]) -> None:
         for d in sorted(decisions, key=lambda d: d.intent_id):
@@ -335,20 +380,7 @@ class SymbolSim:
                         t,
                     )
                 )
-            updates.append(
-                OrderUpdate(
-                    self.symbol,
-                    intent.intent_id,
-                    t,
-                    status,
-                    intent.side,
-                    intent.order_type,
-                    qty,
-                    0.0,
-                    intent.price,
-                    d.reason,
-                )
-            )
+            updates.append(_update(intent, status, t, qty, d.reason))
 
     def _marks(self, t: int, stop: int, segments: list[tuple[I64, F64]]) -> tuple[I64, F64]:
         if stop - t == self.sync and t % self.sync == 0:
@@ -363,3 +395,9 @@ class SymbolSim:
             hit = idx >= 0
             marks[hit] = close[idx[hit]]
         return bounds, marks
+
+
+def _update(it: OrderIntent, status: OrderStatus, ts: int, qty: float, reason: str) -> OrderUpdate:
+    return OrderUpdate(
+        it.symbol, it.intent_id, ts, status, it.side, it.order_type, qty, 0.0, it.price, reason
+    )

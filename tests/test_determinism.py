@@ -27,13 +27,17 @@ def _config(root: Path, **kw: object) -> RunConfig:
     return RunConfig(**base)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("sync", [0, HOUR])
+@pytest.mark.parametrize(
+    ("sync", "approval"), [(0, "portfolio"), (HOUR, "portfolio"), (0, "symbol"), (HOUR, "symbol")]
+)
 def test_local_results_do_not_depend_on_sharding_or_fusing(
-    small_universe: Path, tmp_path: Path, sync: int
+    small_universe: Path, tmp_path: Path, sync: int, approval: str
 ) -> None:
     digests = []
     for i, (per_actor, fuse) in enumerate([(0, True), (1, True), (2, False), (3, True)]):
-        cfg = _config(small_universe, sync_ns=sync, symbols_per_actor=per_actor, fuse=fuse)
+        cfg = _config(
+            small_universe, sync_ns=sync, symbols_per_actor=per_actor, fuse=fuse, approval=approval
+        )
         res = run_backtest(cfg, tmp_path / f"run{i}")
         assert res.metrics["portfolio"]["trades"] > 10  # the strategy really trades
         digests.append(results_digest(res.out))
@@ -62,3 +66,9 @@ def test_ray_backend_is_byte_identical_to_in_process(
     assert results_digest(ray1.out) == want
     assert results_digest(ray2.out) == want
     assert ray1.stats.settles == local.stats.settles
+    local_s = run_backtest(_config(small_universe, approval="symbol"), tmp_path / "local_s")
+    ray_s = run_backtest(
+        _config(small_universe, approval="symbol", backend="ray", symbols_per_actor=1),
+        tmp_path / "ray_s",
+    )
+    assert results_digest(ray_s.out) == results_digest(local_s.out) != want

@@ -159,3 +159,54 @@ def test_open_orders_are_cancelled_at_the_end(tmp_path: Path) -> None:
     assert [o["status"] for o in orders] == ["SUBMITTED", "ACCEPTED", "CANCELED"]
     assert orders[-1]["reason"] == "end of backtest"
     assert np.isclose(res.metrics["portfolio"]["final"], 10_000.0)
+
+
+def test_symbol_approval_fills_at_the_next_open_whatever_the_step(tmp_path: Path) -> None:
+    # Same bars as the long-sync test, but the symbol checks its own sub-account at the
+    # signal (00:30 close), so the order fills at the 00:30 bar's open, not after the step.
+    rows = [(100.0, 100.0, 100.0, 100.0)] * 180
+    rows[29] = (100.0, 110.0, 100.0, 110.0)
+    rows[30:] = [(110.0 + 0.01 * i, 111.0, 109.0, 110.0) for i in range(150)]
+    write_bar_rows(tmp_path / "data", "XUSDT", T0, rows)
+    cfg = _config(tmp_path / "data", 180, sync_ns=HOUR, approval="symbol")
+    res = run_backtest(cfg, tmp_path / "out")
+    fills = pq.read_table(res.out / "fills.parquet").to_pylist()
+    assert [(f["ts"].value, f["price"], f["qty"]) for f in fills] == [
+        (T0 + 30 * MINUTE, 110.0, 10.0)
+    ]
+    orders = pq.read_table(res.out / "orders.parquet").to_pylist()
+    assert [(o["status"], o["ts"].value) for o in orders] == [
+        ("SUBMITTED", T0 + 30 * MINUTE),
+        ("ACCEPTED", T0 + 30 * MINUTE),
+        ("FILLED", T0 + 30 * MINUTE),
+    ]
+    # equity at 01:00 (mark = bar 59 close 110): 10,000 - 1,100 - 1.10 fee + 10 * 110
+    eq = pq.read_table(res.out / "equity.parquet").to_pydict()
+    assert eq["equity"][0] == pytest.approx(10_000 - 1.10)
+    assert res.stats.settles == 1  # nothing needed the portfolio before the end
+
+
+def test_symbol_approval_checks_the_sub_account(tmp_path: Path) -> None:
+    # Two symbols share 2,000 of cash: each sub-account holds 1,000. At fraction 1.0 each
+    # wants floor(1000 / 110) = 9.09 units; one unit needs 110 * 1.02 * 1.001 of cash, so
+    # each is resized to floor(1000 / 112.3122) = 8.903 on its own sub-account.
+    write_bar_rows(tmp_path / "data", "XUSDT", T0, BARS)
+    write_bar_rows(tmp_path / "data", "YUSDT", T0, BARS)
+    spec = {s: SymbolSpec(s, tick_size=0.01, step_size=0.001) for s in ("XUSDT", "YUSDT")}
+    cfg = _config(
+        tmp_path / "data",
+        len(BARS),
+        symbols=("XUSDT", "YUSDT"),
+        specs=spec,
+        approval="symbol",
+        position_fraction=1.0,
+        account=AccountConfig(initial_cash=2_000.0, taker_fee=0.001),
+    )
+    res = run_backtest(cfg, tmp_path / "out")
+    accepted = [
+        o
+        for o in pq.read_table(res.out / "orders.parquet").to_pylist()
+        if o["status"] == "ACCEPTED"
+    ]
+    assert [(o["symbol"], o["qty"]) for o in accepted[:2]] == [("XUSDT", 8.903), ("YUSDT", 8.903)]
+    assert all("insufficient free cash: 8.903 of 9.09 fit" in o["reason"] for o in accepted[:2])

@@ -1,0 +1,86 @@
+"""The pre-trade cash check shared by the portfolio and by self-approving symbols.
+
+An order is split into a *closing* part, which reduces the projected position
+(position plus approved orders not yet filled) and is always approved, and an
+*opening* part, which must leave free cash >= 0. Free cash is cash, plus the
+estimated cash of approved-unfilled orders, minus ``(1 + short_margin)`` times
+the marked value of short positions. Estimates price a buy at the reference
+price times ``1 + price_buffer`` and a sell at ``1 - price_buffer``, fees
+included. What does not fit is resized to the largest whole number of steps
+that fits, or rejected; short sales are rejected unless the account allows
+shorting. Every outcome carries its reason.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from tickray.engine.config import AccountConfig
+from tickray.engine.events import RiskAction, Side
+from tickray.engine.instruments import SymbolSpec
+
+
+class CashCheck(NamedTuple):
+    """The outcome: what to do, the approved quantity, why, and its cash estimate."""
+
+    action: RiskAction
+    qty: float
+    reason: str
+    cash_estimate: float
+
+
+def cash_estimate(acct: AccountConfig, side: Side, qty: float, px: float) -> float:
+    """Estimated cash change of a fill (negative for a buy), fees and buffer included."""
+    if side == Side.BUY:
+        return -qty * px * (1.0 + acct.price_buffer) * (1.0 + acct.taker_fee)
+    return qty * px * (1.0 - acct.price_buffer) * (1.0 - acct.taker_fee)
+
+
+def check_cash(
+    acct: AccountConfig,
+    spec: SymbolSpec,
+    side: Side,
+    qty: float,
+    projected_position: float,
+    px: float,
+    free_cash: float,
+) -> CashCheck:
+    """Approve, resize or reject an order of ``qty`` (> 0) at reference price ``px``."""
+    sign = int(side)
+    closing = min(qty, abs(projected_position)) if projected_position * sign < 0 else 0.0
+    opening = spec.round_qty(qty - closing)
+    reason = ""
+    if opening > 0 and side == Side.SELL and not acct.allow_short:
+        opening, reason = 0.0, "short selling disabled (spot account without margin)"
+    if opening > 0:
+        free = free_cash + _closing_effect(acct, side, closing, px)
+        unit = _opening_cost(acct, side, px)
+        fits = spec.floor_qty(free / unit) if free > 0 else 0.0
+        if fits < opening:
+            need = opening * unit
+            asked = opening
+            opening = fits if spec.tradable(fits, px) else 0.0
+            reason = (
+                f"insufficient free cash: {opening} of {asked} fit "
+                f"({max(free, 0.0):.2f} free, {need:.2f} needed)"
+            )
+    approved = spec.round_qty(closing + opening)
+    if approved <= 0:
+        return CashCheck(RiskAction.REJECT, 0.0, reason, 0.0)
+    action = RiskAction.APPROVE if approved >= qty else RiskAction.RESIZE
+    return CashCheck(action, approved, reason, cash_estimate(acct, side, approved, px))
+
+
+def _closing_effect(acct: AccountConfig, side: Side, qty: float, px: float) -> float:
+    """Change of free cash from the closing part of an order."""
+    if qty <= 0:
+        return 0.0
+    released = qty * px * (1.0 + acct.short_margin) if side == Side.BUY else 0.0
+    return cash_estimate(acct, side, qty, px) + released
+
+
+def _opening_cost(acct: AccountConfig, side: Side, px: float) -> float:
+    """Free cash one unit of a position-opening order uses."""
+    if side == Side.BUY:
+        return px * (1.0 + acct.price_buffer) * (1.0 + acct.taker_fee)
+    return px * (1.0 + acct.short_margin) - px * (1.0 - acct.price_buffer) * (1.0 - acct.taker_fee)
