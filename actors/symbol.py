@@ -70,6 +70,7 @@ class SymbolActor:
                 _NO_TS,
                 _NO_PX,
                 sim.position,
+                _NO_PX,
             )
             for s, sim in self.sims.items()
         ]

@@ -177,6 +177,8 @@ class Outbox(NamedTuple):
     and ``mark_px`` are the symbol's marks at every step boundary it passed in
     this call (last close at or before the boundary), oldest first; they
     cross actors as raw little-endian numpy bytes.
+    ``realized`` is the realised PnL of each fill (average cost of the open
+    position, fees apart), aligned with ``fills``.
     ``position`` is the symbol's position after all fills in this outbox.
     """
 
@@ -188,6 +190,7 @@ class Outbox(NamedTuple):
     mark_ts: npt.NDArray[np.int64]
     mark_px: npt.NDArray[np.float64]
     position: float
+    realized: npt.NDArray[np.float64]
 
 
 class Inbox(NamedTuple):

@@ -7,7 +7,8 @@ Accounting (quote asset, floats rounded only where the exchange rounds):
 * Equity at a step boundary ``b`` is ``cash + sum(position * mark(b))``, summed
   over symbols in their sorted order. A symbol's own equity is its equal
   allocation (initial cash / symbols) plus its cash flows plus its marked position.
-* Realised PnL uses the average cost of the open position; fees are kept apart.
+* Realised PnL (average cost of the open position, fees apart) is computed by
+  each symbol, which knows its fills first, and summed here.
 
 Approval (at the step's end, in order of intent time, then symbol, then intent
 id): the part of an order that reduces the projected position is always
@@ -97,7 +98,6 @@ class Portfolio:
         self.flow = np.zeros(n)
         self.fees = np.zeros(n)
         self.realized = np.zeros(n)
-        self.avg_price = np.zeros(n)
         self.fill_count = np.zeros(n, dtype=np.int64)
         self.pending_pos = np.zeros(n)
         self.pending_cash = 0.0
@@ -135,20 +135,20 @@ class Portfolio:
         # Each fill is booked at the boundary ending the step in which its bar
         # closed; rows before that boundary see the account without it.
         step0 = int(mark_ts[0])
-        groups: dict[int, list[tuple[int, Fill]]] = {}
+        groups: dict[int, list[tuple[int, Fill, float]]] = {}
         for ob in ordered:
             i = self.index[ob.symbol]
-            for f in ob.fills:
+            for f, pnl in zip(ob.fills, ob.realized.tolist(), strict=True):
                 row = (ceil_to(f.ts_event + self.interval, self.sync) - step0) // self.sync
-                groups.setdefault(max(0, min(int(row), head)), []).append((i, f))
+                groups.setdefault(max(0, min(int(row), head)), []).append((i, f, pnl))
         done_rows = 0
         for row in sorted(groups):
             if row > done_rows:
                 sl = slice(done_rows, row)
                 self._equity(marks[sl], equity[sl], cash[sl], gross[sl], sym_eq[sl])
                 done_rows = row
-            for i, f in groups[row]:
-                fills.append(self._book(i, f))
+            for i, f, pnl in groups[row]:
+                fills.append(self._book(i, f, pnl))
         if head > done_rows:
             sl = slice(done_rows, head)
             self._equity(marks[sl], equity[sl], cash[sl], gross[sl], sym_eq[sl])
@@ -216,28 +216,15 @@ class Portfolio:
         cash[0] = self.cash
         gross[0] = gr
 
-    def _book(self, i: int, f: Fill) -> BookedFill:
+    def _book(self, i: int, f: Fill, realized: float) -> BookedFill:
+        """Cash, position and totals of one fill; ``realized`` comes from the symbol."""
         q = f.side * f.qty
-        p = float(self.pos[i])
-        realized = 0.0
-        if p == 0.0 or (p > 0) == (q > 0):
-            new = p + q
-            self.avg_price[i] = (self.avg_price[i] * abs(p) + f.price * abs(q)) / abs(new)
-        else:
-            closed = min(abs(q), abs(p))
-            realized = closed * (f.price - float(self.avg_price[i])) * (1.0 if p > 0 else -1.0)
-            if abs(q) > abs(p):
-                self.avg_price[i] = f.price
-            elif abs(q) == abs(p):
-                self.avg_price[i] = 0.0
-        self.realized[i] += realized
-        self.pos[i] = self.specs[i].round_qty(p + q)
-        if self.pos[i] == 0.0:
-            self.avg_price[i] = 0.0
+        self.pos[i] = self.specs[i].round_qty(float(self.pos[i]) + q)
         cash_delta = -q * f.price - f.fee
         self.cash += cash_delta
         self.flow[i] += cash_delta
         self.fees[i] += f.fee
+        self.realized[i] += realized
         self.fill_count[i] += 1
         return BookedFill(f, realized, float(self.pos[i]), self.cash)
 

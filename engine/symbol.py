@@ -106,6 +106,9 @@ class SymbolSim:
         self.flow = 0.0  # cash flow of this symbol's fills, fees included
         self.pending_cash = 0.0  # cash estimates of self-approved unfilled orders
         self._estimates: dict[int, float] = {}
+        self.avg_price = 0.0  # average cost of the open position
+        self.realized = 0.0
+        self._realized: list[float] = []  # per fill of the current advance
         self.position = 0.0
         self.committed = 0.0  # position + approved-unfilled + undecided intents
         self.last_close = math.nan
@@ -186,7 +189,11 @@ class SymbolSim:
         if len(segments):
             self.last_close = float(segments[-1][1][-1])
         self.time = stop
-        return Outbox(self.symbol, stop, intents, updates, fills, mark_ts, mark_px, self.position)
+        realized = np.array(self._realized, dtype=np.float64)
+        self._realized = []
+        return Outbox(
+            self.symbol, stop, intents, updates, fills, mark_ts, mark_px, self.position, realized
+        )
 
     def finish(self, t: int, decisions: Sequence[RiskDecision], reason: str) -> list[OrderUpdate]:
         """End of run at ``t``: apply last decisions, then cancel every open order."""
@@ -282,7 +289,7 @@ class SymbolSim:
             )
         )
         self._next_fill += 1
-        self.position = self.spec.round_qty(self.position + o.side * qty)
+        self._book(o.side * qty, price)
         self.flow += -o.side * qty * price - fee
         self.pending_cash -= self._estimates.pop(o.order_id, 0.0)
         updates.append(
@@ -299,6 +306,23 @@ class SymbolSim:
                 "",
             )
         )
+
+    def _book(self, q: float, price: float) -> None:
+        """Position and realised PnL of a fill of signed quantity ``q`` (average cost)."""
+        p = self.position
+        realized = 0.0
+        if p == 0.0 or (p > 0) == (q > 0):
+            self.avg_price = (self.avg_price * abs(p) + price * abs(q)) / abs(p + q)
+        else:
+            closed = min(abs(q), abs(p))
+            realized = closed * (price - self.avg_price) * (1.0 if p > 0 else -1.0)
+            if abs(q) > abs(p):
+                self.avg_price = price
+        self.position = self.spec.round_qty(p + q)
+        if self.position == 0.0:
+            self.avg_price = 0.0
+        self.realized += realized
+        self._realized.append(realized)
 
     def _on_target(
         self, target: int, c: int, intents: list[OrderIntent], updates: list[OrderUpdate]

@@ -80,15 +80,13 @@ def outboxes(draw: st.DrawFn) -> Outbox:
     n = draw(st.integers(0, 20))
     mts = np.array(draw(st.lists(ts, min_size=n, max_size=n)), dtype=np.int64)
     mpx = np.array(draw(st.lists(st.floats(width=64), min_size=n, max_size=n)), dtype=np.float64)
+    name = draw(sym)
+    # fills and updates of an outbox are its own symbol's (they travel as columns)
+    ups = [u._replace(symbol=name) for u in draw(st.lists(updates, max_size=6))]
+    fs = [f._replace(symbol=name) for f in draw(st.lists(fills, max_size=6))]
+    pnl = np.array(draw(st.lists(fl, min_size=len(fs), max_size=len(fs))), dtype=np.float64)
     return Outbox(
-        draw(sym),
-        draw(ts),
-        draw(st.lists(intents, max_size=4)),
-        draw(st.lists(updates, max_size=4)),
-        draw(st.lists(fills, max_size=4)),
-        mts,
-        mpx,
-        draw(fl),
+        name, draw(ts), draw(st.lists(intents, max_size=4)), ups, fs, mts, mpx, draw(fl), pnl
     )
 
 
@@ -99,6 +97,7 @@ def _same_outbox(a: Outbox, b: Outbox) -> bool:
     return (
         a[:5] == b[:5]
         and a.position == b.position
+        and a.realized.tobytes() == b.realized.tobytes()
         and a.mark_ts.tobytes() == b.mark_ts.tobytes()
         and a.mark_px.tobytes() == b.mark_px.tobytes()  # NaN marks survive bit for bit
     )
@@ -126,10 +125,23 @@ def test_messages_are_arrays_not_maps() -> None:
     it = OrderIntent(
         "X", 1, 2, Side.BUY, OrderType.MARKET, 1.0, None, None, TimeInForce.GTC, False, 3.0, "t"
     )
-    box = Outbox("X", 5, [it], [], [], np.empty(0, np.int64), np.empty(0), 0.0)
+    box = Outbox("X", 5, [it], [], [], np.empty(0, np.int64), np.empty(0), 0.0, np.empty(0))
     frame = msgpack.unpackb(encode_outboxes([box]), raw=False)
     assert frame[:3] == ["tkr", SCHEMA_VERSION, 1]
     assert frame[3][0][2][0] == ["X", 1, 2, 1, 1, 1.0, None, None, 1, False, 3.0, "t"]
+
+
+def test_fills_travel_as_columns_of_their_outbox_symbol() -> None:
+    f = Fill("X", 1, 1, 5, Side.BUY, 1.0, 2.0, 0.1, Liquidity.TAKER)
+    box = Outbox("X", 5, [], [], [f], np.empty(0, np.int64), np.empty(0), 1.0, np.zeros(1))
+    frame = msgpack.unpackb(encode_outboxes([box]), raw=False)
+    assert frame[3][0][4][0] == 1 and all(isinstance(c, bytes) for c in frame[3][0][4][1:])
+    with pytest.raises(ValueError, match="a fill belongs to another symbol"):
+        encode_outboxes([box._replace(symbol="Y")])
+    raw = frame
+    raw[3][0][4][4] = b"\x07"  # side 7 does not exist
+    with pytest.raises(CodecError, match=r"outbox\[0\].fills.side: unknown value 7"):
+        decode_outboxes(msgpack.packb(raw, use_bin_type=True))
 
 
 def _frame() -> bytes:
@@ -173,7 +185,7 @@ def test_wrong_kind_and_bad_fields_are_named() -> None:
 
 
 def test_mark_arrays_must_be_whole_items() -> None:
-    box = Outbox("X", 5, [], [], [], np.array([1], np.int64), np.array([1.0]), 0.0)
+    box = Outbox("X", 5, [], [], [], np.array([1], np.int64), np.array([1.0]), 0.0, np.empty(0))
     raw = msgpack.unpackb(encode_outboxes([box]), raw=False)
     raw[3][0][5] = raw[3][0][5][:-1]
     with pytest.raises(CodecError, match="mark_ts: 7 bytes"):

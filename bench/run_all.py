@@ -1,0 +1,233 @@
+"""tickray benchmarks: ``make bench`` (or ``python bench/run_all.py [--quick]``).
+
+Each case prints one line::
+
+    NAME: N events in S s = K events/s, peak RSS M MB
+
+where an event is one 1m bar replayed through the whole topology (strategy,
+orders, fills, portfolio, recorder) and S is the wall time of ``run_backtest``
+(actor start-up included, Ray's own start excluded). Ray cases are run right
+after their in-process baseline on the same data in the same process and add
+``= R x in-process``. The memory case replays 1x and 10x the history in fresh
+processes and compares their peak RSS.
+
+Data is synthetic (seeded) and cached under ``.cache/bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tickray.cluster.runner import RunResult, run_backtest
+from tickray.engine.clock import HOUR, MINUTE, parse_time
+from tickray.engine.config import AccountConfig, RunConfig, StrategyConfig
+from tickray.feeds.store import write_bars
+from tickray.feeds.synthetic import generate_bars
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "bench"
+START = parse_time("2020-01-01")
+SMA = StrategyConfig("sma_cross", {"fast": 20, "slow": 50})
+
+
+def dataset(name: str, symbols: list[str], n_bars: int, seed: int) -> Path:
+    """Generate (once) ``symbols`` x ``n_bars`` 1m bars in the canonical layout."""
+    root = CACHE / name
+    if (root / ".complete").exists():
+        return root
+    shutil.rmtree(root, ignore_errors=True)
+    for sym, table in generate_bars(symbols, START, n_bars, seed=seed).items():
+        write_bars(root, sym, "1m", table)
+    (root / ".complete").write_text("ok\n")
+    return root
+
+
+class PeakRss:
+    """Samples this process's resident set size every 5 ms (Linux /proc)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def now() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.now())
+            self._stop.wait(0.005)
+
+    def __enter__(self) -> PeakRss:
+        self.peak = self.now()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.now())
+
+
+@dataclass
+class Case:
+    name: str
+    events: int
+    seconds: float
+    rss_mb: float
+    result: RunResult
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+    def line(self, baseline: Case | None = None) -> str:
+        text = (
+            f"{self.name}: {self.events:,} events in {self.seconds:.2f} s = "
+            f"{self.rate:,.0f} events/s, peak RSS {self.rss_mb:.0f} MB"
+        )
+        if baseline is not None:
+            text += f" = {self.rate / baseline.rate:.2f}x in-process"
+        return text
+
+
+def run_case(name: str, cfg: RunConfig, events: int, baseline: Case | None = None) -> Case:
+    out = Path(tempfile.mkdtemp(prefix="tickray-bench-")) / "run"
+    try:
+        with PeakRss() as rss:
+            began = time.perf_counter()
+            res = run_backtest(cfg, out)
+            seconds = time.perf_counter() - began
+        case = Case(name, events, seconds, rss.peak / 2**20, res)
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+    print(case.line(baseline), flush=True)
+    return case
+
+
+def config(root: Path, symbols: list[str], n_bars: int, **kw: Any) -> RunConfig:
+    base: dict[str, Any] = dict(
+        data_root=str(root),
+        interval_ns=MINUTE,
+        symbols=tuple(symbols),
+        start_ns=START,
+        end_ns=START + n_bars * MINUTE,
+        strategy=SMA,
+        account=AccountConfig(initial_cash=1_000_000.0),
+    )
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def bench_inprocess(n_bars: int) -> None:
+    root = dataset(f"1x{n_bars}", ["BENCHUSDT"], n_bars, seed=3)
+    for approval in ("portfolio", "symbol"):
+        cfg = config(root, ["BENCHUSDT"], n_bars, sync_ns=HOUR, approval=approval)
+        c = run_case(f"inproc_sma_1sym_{n_bars // 1000}k_sync1h_{approval}", cfg, n_bars)
+        trades = c.result.metrics["portfolio"]["trades"]
+        print(f"  ({trades:,} fills, {c.result.stats.settles:,} settlements)")
+
+
+def bench_ray(n_symbols: int, days: int, quick: bool) -> None:
+    import ray
+
+    n_bars = days * 1440
+    symbols = [f"B{i:03d}USDT" for i in range(n_symbols)]
+    root = dataset(f"{n_symbols}x{n_bars}", symbols, n_bars, seed=5)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        events = n_symbols * n_bars
+        per_actor = (n_symbols + 1) // 2
+        for approval in ("symbol", "portfolio"):
+            kw = dict(sync_ns=HOUR, symbols_per_actor=per_actor, approval=approval)
+            base = run_case(
+                f"inproc_{n_symbols}sym_{days}d_sync1h_{approval}",
+                config(root, symbols, n_bars, **kw),
+                events,
+            )
+            run_case(
+                f"ray_{n_symbols}sym_{days}d_sync1h_2actors_{approval}",
+                config(root, symbols, n_bars, backend="ray", **kw),
+                events,
+                baseline=base,
+            )
+        if not quick:
+            cfg = config(
+                root, symbols, n_bars, backend="ray", sync_ns=MINUTE, symbols_per_actor=per_actor
+            )
+            c = run_case(f"ray_{n_symbols}sym_{days}d_sync1m_2actors_portfolio", cfg, events)
+            print(f"  ({c.result.stats.settles:,} settlements in {c.seconds:.1f} s)")
+    finally:
+        ray.shutdown()
+
+
+def _memory_child(n_bars: int) -> None:
+    root = dataset(f"1x{n_bars}", ["BENCHUSDT"], n_bars, seed=3)
+    cfg = config(root, ["BENCHUSDT"], n_bars, sync_ns=HOUR, chunk_rows=65536)
+    out = Path(tempfile.mkdtemp(prefix="tickray-bench-")) / "run"
+    began = time.perf_counter()
+    run_backtest(cfg, out)
+    seconds = time.perf_counter() - began
+    shutil.rmtree(out.parent, ignore_errors=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"bars": n_bars, "seconds": seconds, "peak_mb": peak}))
+
+
+def bench_memory(small: int) -> None:
+    big = small * 10
+    for n in (small, big):  # generate outside the measured processes
+        dataset(f"1x{n}", ["BENCHUSDT"], n, seed=3)
+    peaks = []
+    for n in (small, big):
+        out = subprocess.run(
+            [sys.executable, __file__, "--memory-child", str(n)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        rec = json.loads(out.stdout.strip().splitlines()[-1])
+        peaks.append(rec["peak_mb"])
+        print(
+            f"memory_history_{n // 1000}k: {n:,} events in {rec['seconds']:.2f} s = "
+            f"{n / rec['seconds']:,.0f} events/s, peak RSS {rec['peak_mb']:.0f} MB",
+            flush=True,
+        )
+    print(f"  10x history: peak RSS x{peaks[1] / peaks[0]:.3f} ({peaks[1] - peaks[0]:+.0f} MB)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smaller cases (a smoke run)")
+    ap.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.memory_child:
+        _memory_child(args.memory_child)
+        return 0
+    print(f"tickray bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
+    if args.quick:
+        bench_inprocess(100_000)
+        bench_ray(10, 3, quick=True)
+        bench_memory(20_000)
+    else:
+        bench_inprocess(1_000_000)
+        bench_ray(100, 30, quick=False)
+        bench_memory(100_000)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
