@@ -34,7 +34,7 @@ from tickray.actors.recorder import Recorder
 from tickray.engine.clock import ceil_to, floor_to
 from tickray.engine.config import RunConfig
 from tickray.engine.events import Inbox, Outbox
-from tickray.engine.portfolio import SettleResult
+from tickray.engine.portfolio import SettleResult, concat_updates
 
 FUSE_STEPS = 4096
 END_REASON = "end of backtest"
@@ -161,7 +161,7 @@ class Clock:
         last = [[inboxes[s] for s in sh if s in inboxes] for sh in self.shards]
         closing = self.backend.finish(t, last, END_REASON)
         closing.sort(key=lambda o: o.symbol)
-        self.recorder.record_orders([], [u for ob in closing for u in ob.updates])
+        self.recorder.record_orders([], concat_updates(closing))
         return self.backend.summary()
 
     def _submit(self, symbols: list[str], target: int, inboxes: dict[str, Inbox]) -> Pending:

@@ -13,25 +13,30 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tickray.engine.events import Liquidity, OrderIntent, OrderStatus, OrderType, OrderUpdate, Side
-from tickray.engine.portfolio import BookedFill, SettleResult
+from tickray.engine.events import (
+    Liquidity,
+    OrderIntent,
+    OrderStatus,
+    OrderType,
+    OrderUpdate,
+    Side,
+    UpdateBatch,
+    update_batch,
+)
+from tickray.engine.portfolio import SettleResult, UpdateRecords
 
 ROW_GROUP = 65_536
-# IntEnum members of different enums compare equal (Side.BUY == OrderType.MARKET == 1),
-# so each enum gets its own name table.
-_SIDE = {m: m.name for m in Side}
-_LIQ = {m: m.name for m in Liquidity}
-_STATUS = {m: m.name for m in OrderStatus}
-_TYPE = {m: m.name for m in OrderType}
 TS = pa.timestamp("ns", tz="UTC")
 
 FILLS = pa.schema(
@@ -70,59 +75,58 @@ EQUITY = pa.schema(
 
 
 class _Sink:
-    """Rows buffered and flushed to one Parquet file in row groups of exactly ROW_GROUP rows.
+    """Columns buffered and flushed to one Parquet file in row groups of exactly ROW_GROUP rows.
 
-    Rows arrive either as objects turned into columns at flush time by
-    ``to_columns`` (``add_objects``: cheap while the run goes, one bulk
-    conversion per row group), or as equal-length numpy columns (``add_columns``).
-    A sink takes one kind only.
+    Rows arrive as blocks of equal-length columns (numpy arrays; strings as
+    object arrays). ``nan_is_null`` writes NaN floats as nulls (a price that is
+    not set); ``names`` maps enum columns (int8 values) to the names written.
     """
 
     def __init__(
         self,
         path: Path,
         schema: pa.Schema,
-        to_columns: Callable[[list[Any]], list[Sequence[Any]]] | None = None,
+        nan_is_null: bool = False,
+        names: dict[int, npt.NDArray[np.object_]] | None = None,
     ) -> None:
         self.path = path
         self.schema = schema
-        self.to_columns = to_columns
-        self.objects: list[Any] = []
+        self.nan_is_null = nan_is_null
+        self.names = names or {}
         self.blocks: list[Sequence[Any]] = []
         self.rows = 0
         self.writer = pq.ParquetWriter(
             path, schema, compression="zstd", write_statistics=True, store_schema=False
         )
 
-    def add_objects(self, objs: Sequence[Any]) -> None:
-        self.objects.extend(objs)
-        self.rows += len(objs)
-        if self.rows >= ROW_GROUP:
-            self._flush(final=False)
+    def add_columns(self, columns: Sequence[Any]) -> None:
+        n = len(columns[0])
+        if n:
+            self.blocks.append(columns)
+            self.rows += n
+            if self.rows >= ROW_GROUP:
+                self._flush(final=False)
+            elif len(self.blocks) >= 256:  # many small settlements: keep one block
+                self.blocks = [self._concat()]
 
-    def add_columns(self, columns: Sequence[np.ndarray[Any, Any]]) -> None:
-        self.blocks.append(columns)
-        self.rows += len(columns[0])
-        if self.rows >= ROW_GROUP:
-            self._flush(final=False)
+    def _concat(self) -> list[Any]:
+        return [np.concatenate([b[i] for b in self.blocks]) for i in range(len(self.schema))]
 
     def _write(self, cols: Sequence[Any]) -> None:
-        arrays = [pa.array(c, type=f.type) for c, f in zip(cols, self.schema, strict=True)]
+        cols = [_names(c, self.names[i]) if i in self.names else c for i, c in enumerate(cols)]
+        arrays = [
+            pa.array(c, type=f.type, from_pandas=self.nan_is_null)
+            for c, f in zip(cols, self.schema, strict=True)
+        ]
         n = len(arrays[0])
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema), row_group_size=n)
 
     def _flush(self, final: bool) -> None:
         while self.rows >= ROW_GROUP or (final and self.rows):
             n = min(self.rows, ROW_GROUP)
-            if self.to_columns is not None:
-                head, self.objects = self.objects[:n], self.objects[n:]
-                self._write(self.to_columns(head))
-            else:
-                cols = [
-                    np.concatenate([b[i] for b in self.blocks]) for i in range(len(self.schema))
-                ]
-                self._write([c[:n] for c in cols])
-                self.blocks = [[c[n:] for c in cols]] if n < len(cols[0]) else []
+            cols = self._concat()
+            self._write([c[:n] for c in cols])
+            self.blocks = [[c[n:] for c in cols]] if n < len(cols[0]) else []
             self.rows -= n
 
     def close(self) -> None:
@@ -130,43 +134,24 @@ class _Sink:
         self.writer.close()
 
 
-def _names(values: Sequence[Any], table: dict[Any, str]) -> list[str]:
-    return [table[v] for v in values]
+def _name_table(enum: type[IntEnum]) -> npt.NDArray[np.object_]:
+    """Names indexed by value + 1 (values run from -1 to a few)."""
+    top = max(m.value for m in enum)
+    table = np.array(["?"] * (top + 2), dtype=object)
+    for m in enum:
+        table[m.value + 1] = m.name
+    return table
 
 
-def _fill_columns(rows: list[BookedFill]) -> list[Sequence[Any]]:
-    sym, oid, fid, ts, side, qty, px, fee, liq = zip(*[b.fill for b in rows], strict=True)
-    _, realized, pos, cash = zip(*rows, strict=True)
-    return [
-        ts,
-        sym,
-        oid,
-        fid,
-        _names(side, _SIDE),
-        qty,
-        px,
-        fee,
-        _names(liq, _LIQ),
-        realized,
-        pos,
-        cash,
-    ]
+_SIDE = _name_table(Side)
+_LIQ = _name_table(Liquidity)
+_STATUS = _name_table(OrderStatus)
+_TYPE = _name_table(OrderType)
 
 
-def _order_columns(rows: list[OrderUpdate]) -> list[Sequence[Any]]:
-    sym, oid, ts, status, side, typ, qty, filled, px, reason = zip(*rows, strict=True)
-    return [
-        ts,
-        sym,
-        oid,
-        _names(status, _STATUS),
-        _names(side, _SIDE),
-        _names(typ, _TYPE),
-        qty,
-        filled,
-        px,
-        reason,
-    ]
+def _names(values: npt.NDArray[np.int8], table: npt.NDArray[np.object_]) -> npt.NDArray[np.object_]:
+    out: npt.NDArray[np.object_] = table[values.astype(np.int64) + 1]
+    return out
 
 
 class Recorder:
@@ -181,41 +166,80 @@ class Recorder:
             shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True)
         self.symbols = list(symbols)
-        self.fills = _Sink(self.partial / "fills.parquet", FILLS, _fill_columns)
-        self.orders = _Sink(self.partial / "orders.parquet", ORDERS, _order_columns)
+        self.fills = _Sink(self.partial / "fills.parquet", FILLS, names={4: _SIDE, 8: _LIQ})
+        self.orders = _Sink(
+            self.partial / "orders.parquet",
+            ORDERS,
+            nan_is_null=True,
+            names={3: _STATUS, 4: _SIDE, 5: _TYPE},
+        )
         self.equity = _Sink(self.partial / "equity.parquet", EQUITY)
         sym_schema = pa.schema([("ts", TS)] + [(s, pa.float64()) for s in self.symbols])
         self.symbol_equity = _Sink(self.partial / "symbol_equity.parquet", sym_schema)
         self._sinks = [self.fills, self.orders, self.equity, self.symbol_equity]
 
     def record(self, res: SettleResult) -> None:
-        self.fills.add_objects(res.fills)
+        f = res.fills.fills
+        if f.size:
+            self.fills.add_columns(
+                [
+                    f.ts,
+                    res.fills.symbol,
+                    f.order_id,
+                    f.fill_id,
+                    f.side,
+                    f.qty,
+                    f.price,
+                    f.fee,
+                    f.liquidity,
+                    f.realized_pnl,
+                    f.position_after,
+                    res.fills.cash_after,
+                ]
+            )
         self.record_orders(res.intents, res.updates)
         ts = res.equity_ts
         self.equity.add_columns([ts, res.equity, res.cash, res.gross])
         self.symbol_equity.add_columns([ts, *res.symbol_equity.T])
 
-    def record_orders(self, intents: Sequence[OrderIntent], updates: Sequence[OrderUpdate]) -> None:
-        """Intents become SUBMITTED rows, ahead of this settlement's updates."""
+    def record_orders(self, intents: Sequence[OrderIntent], records: UpdateRecords) -> None:
+        """Intents become SUBMITTED rows, then this settlement's order updates."""
         if intents:
-            self.orders.add_objects(
-                [
-                    OrderUpdate(
-                        it.symbol,
-                        it.intent_id,
-                        it.ts_event,
-                        OrderStatus.SUBMITTED,
-                        it.side,
-                        it.order_type,
-                        it.qty,
-                        0.0,
-                        it.price,
-                        "",
-                    )
-                    for it in intents
-                ]
-            )
-        self.orders.add_objects(updates)
+            submitted = [
+                OrderUpdate(
+                    it.symbol,
+                    it.intent_id,
+                    it.ts_event,
+                    OrderStatus.SUBMITTED,
+                    it.side,
+                    it.order_type,
+                    it.qty,
+                    0.0,
+                    it.price,
+                    "",
+                )
+                for it in intents
+            ]
+            names = np.array([it.symbol for it in intents], dtype=object)
+            self._add_updates(names, update_batch(submitted))
+        if records.updates.size:
+            self._add_updates(records.symbol, records.updates)
+
+    def _add_updates(self, symbols: npt.NDArray[np.object_], u: UpdateBatch) -> None:
+        self.orders.add_columns(
+            [
+                u.ts,
+                symbols,
+                u.order_id,
+                u.status,
+                u.side,
+                u.order_type,
+                u.qty,
+                u.filled_qty,
+                u.price,
+                np.array(u.reason, dtype=object),
+            ]
+        )
 
     def close_files(self) -> None:
         """Flush everything, then put fills and orders in their canonical order.

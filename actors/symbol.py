@@ -15,7 +15,7 @@ import numpy as np
 from tickray.engine.clock import format_duration
 from tickray.engine.codec import decode_inboxes, encode_outboxes
 from tickray.engine.config import RunConfig
-from tickray.engine.events import Inbox, Outbox
+from tickray.engine.events import EMPTY_FILLS, Inbox, Outbox, update_batch
 from tickray.engine.strategies import make_strategy
 from tickray.engine.symbol import SymbolSim
 from tickray.feeds.replay import BarCursor
@@ -60,20 +60,11 @@ class SymbolActor:
     def close_out(self, t: int, inboxes: Sequence[Inbox], reason: str) -> list[Outbox]:
         """End of run: apply the last decisions and cancel what is still open."""
         decisions = {b.symbol: b.decisions for b in inboxes}
-        return [
-            Outbox(
-                s,
-                t,
-                [],
-                sim.finish(t, decisions.get(s, []), reason),
-                [],
-                _NO_TS,
-                _NO_PX,
-                sim.position,
-                _NO_PX,
-            )
-            for s, sim in self.sims.items()
-        ]
+        out = []
+        for s, sim in self.sims.items():
+            updates = update_batch(sim.finish(t, decisions.get(s, []), reason))
+            out.append(Outbox(s, t, [], updates, EMPTY_FILLS, _NO_TS, _NO_PX, sim.position))
+        return out
 
     # The wire forms used across processes: msgpack frames in, msgpack frames out.
     def advance(self, until: int, inbox: bytes, symbols: Sequence[str]) -> bytes:

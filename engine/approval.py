@@ -55,7 +55,8 @@ def check_cash(
     if opening > 0:
         free = free_cash + _closing_effect(acct, side, closing, px)
         unit = _opening_cost(acct, side, px)
-        fits = spec.floor_qty(free / unit) if free > 0 else 0.0
+        # A short whose proceeds cover its collateral (unit <= 0) uses no free cash.
+        fits = opening if unit <= 0 else spec.floor_qty(max(free, 0.0) / unit)
         if fits < opening:
             need = opening * unit
             asked = opening

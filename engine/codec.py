@@ -11,29 +11,29 @@ wrong; it never returns a half-decoded message.
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import Any, Final, TypeVar
 
 import msgpack
 import numpy as np
+import numpy.typing as npt
 
 from tickray.engine.events import (
     Control,
     ControlKind,
-    Fill,
+    FillBatch,
     Inbox,
     Liquidity,
     OrderIntent,
     OrderStatus,
     OrderType,
-    OrderUpdate,
     Outbox,
     RiskAction,
     RiskDecision,
     Side,
     TimeInForce,
+    UpdateBatch,
 )
 
 MAGIC: Final = "tkr"
@@ -160,10 +160,6 @@ _SPECS: dict[type, _MessageSpec] = {
     OrderIntent: _MessageSpec(
         OrderIntent, ("s", "i", "i", Side, OrderType, "f", "F", "F", TimeInForce, "b", "f", "s")
     ),
-    OrderUpdate: _MessageSpec(
-        OrderUpdate, ("s", "i", "i", OrderStatus, Side, OrderType, "f", "f", "F", "s")
-    ),
-    Fill: _MessageSpec(Fill, ("s", "i", "i", "i", Side, "f", "f", "f", Liquidity)),
     RiskDecision: _MessageSpec(RiskDecision, ("s", "i", "i", RiskAction, "f", "s")),
     Control: _MessageSpec(Control, (ControlKind, "i", "s", "s")),
 }
@@ -215,110 +211,67 @@ def _unpack(data: bytes, kind: int) -> list[Any]:
 
 
 # Fills and order updates of one outbox travel as columns (numpy raw bytes, and
-# one msgpack array for the update reasons), not one array per message: an
-# outbox of a long self-approved run carries tens of thousands of them.
-_FILL_COLS = (
-    ("<i8", "order_id"),
-    ("<i8", "fill_id"),
-    ("<i8", "ts"),
-    ("<i1", "side"),
-    ("<f8", "qty"),
-    ("<f8", "price"),
-    ("<f8", "fee"),
-    ("<i1", "liquidity"),
-)
-_UPDATE_COLS = (
-    ("<i8", "order_id"),
-    ("<i8", "ts"),
-    ("<i1", "status"),
-    ("<i1", "side"),
-    ("<i1", "order_type"),
-    ("<f8", "qty"),
-    ("<f8", "filled_qty"),
-    ("<f8", "price"),
-)
-_ENUM_TABLES: dict[str, dict[int, Any]] = {
-    "side": {m.value: m for m in Side},
-    "liquidity": {m.value: m for m in Liquidity},
-    "status": {m.value: m for m in OrderStatus},
-    "order_type": {m.value: m for m in OrderType},
+# one msgpack array for the update reasons), not one array per message.
+def _valid(enum: type[IntEnum]) -> npt.NDArray[np.bool_]:
+    """Which int8 values (offset by 128) are members of ``enum``."""
+    table = np.zeros(256, dtype=bool)
+    table[[m.value + 128 for m in enum]] = True
+    return table
+
+
+_ENUM_VALUES: dict[str, npt.NDArray[np.bool_]] = {
+    "side": _valid(Side),
+    "liquidity": _valid(Liquidity),
+    "status": _valid(OrderStatus),
+    "order_type": _valid(OrderType),
 }
+_FILL_DTYPES = ("<i8", "<i8", "<i8", "<i1", "<f8", "<f8", "<f8", "<i1", "<f8", "<f8")
+_UPDATE_DTYPES = ("<i8", "<i8", "<i1", "<i1", "<i1", "<f8", "<f8", "<f8")
 
 
-def _encode_fills(symbol: str, fills: Sequence[Fill]) -> list[Any]:
-    if not fills:
-        return [0]
-    cols = list(zip(*fills, strict=True))
-    if any(s != symbol for s in cols[0]):
-        raise ValueError(f"outbox {symbol}: a fill belongs to another symbol")
-    data = [
-        np.asarray(c, dtype=d).tobytes() for (d, _), c in zip(_FILL_COLS, cols[1:], strict=True)
-    ]
-    return [len(fills), *data]
+def _encode_batch(batch: FillBatch | UpdateBatch, dtypes: tuple[str, ...]) -> list[Any]:
+    cols = [np.ascontiguousarray(c, dtype=d).tobytes() for c, d in zip(batch, dtypes, strict=False)]
+    extra = [list(batch[len(dtypes)])] if len(batch) > len(dtypes) else []
+    return [batch.size, *cols, *extra]
 
 
-def _encode_updates(symbol: str, updates: Sequence[OrderUpdate]) -> list[Any]:
-    if not updates:
-        return [0]
-    cols = list(zip(*updates, strict=True))
-    if any(s != symbol for s in cols[0]):
-        raise ValueError(f"outbox {symbol}: an order update belongs to another symbol")
-    prices = [math.nan if p is None else p for p in cols[8]]
-    numeric = [*cols[1:8], prices]
-    data = [
-        np.asarray(c, dtype=d).tobytes() for (d, _), c in zip(_UPDATE_COLS, numeric, strict=True)
-    ]
-    return [len(updates), *data, list(cols[9])]
-
-
-def _columns(
-    raw: object, spec: tuple[tuple[str, str], ...], extra: int, where: str
-) -> tuple[int, list[list[Any]], list[Any]]:
-    if not isinstance(raw, list) or not raw or not isinstance(raw[0], int):
+def _decode_columns(
+    raw: object, names: tuple[str, ...], dtypes: tuple[str, ...], extra: int, where: str
+) -> list[Any]:
+    if not isinstance(raw, list) or not raw or not isinstance(raw[0], int) or raw[0] < 0:
         raise CodecError(f"{where}: expected [count, columns...]")
     n = raw[0]
-    if n == 0:
-        return 0, [], []
-    if len(raw) != 1 + len(spec) + extra:
-        raise CodecError(f"{where}: expected {len(spec) + extra} columns, got {len(raw) - 1}")
-    cols: list[list[Any]] = []
-    for (dtype, name), buf in zip(spec, raw[1 : 1 + len(spec)], strict=True):
+    if len(raw) != 1 + len(dtypes) + extra:
+        raise CodecError(f"{where}: expected {len(dtypes) + extra} columns, got {len(raw) - 1}")
+    cols: list[Any] = []
+    for name, dtype, buf in zip(names, dtypes, raw[1 : 1 + len(dtypes)], strict=False):
         arr = _array(buf, np.dtype(dtype).type, f"{where}.{name}")
         if len(arr) != n:
             raise CodecError(f"{where}.{name}: {len(arr)} values for {n} rows")
-        values = arr.tolist()
-        table = _ENUM_TABLES.get(name)
-        if table is not None:
-            try:
-                values = [table[v] for v in values]
-            except KeyError as exc:
-                raise CodecError(f"{where}.{name}: unknown value {exc.args[0]}") from None
-        cols.append(values)
-    return n, cols, raw[1 + len(spec) :]
+        valid = _ENUM_VALUES.get(name)
+        if valid is not None and n:
+            ok = valid[arr.astype(np.int64) + 128]
+            if not ok.all():
+                raise CodecError(f"{where}.{name}: unknown value {int(arr[~ok][0])}")
+        cols.append(arr)
+    return cols + list(raw[1 + len(dtypes) :])
 
 
-def _decode_fills(symbol: str, raw: object, where: str) -> list[Fill]:
-    n, cols, _ = _columns(raw, _FILL_COLS, 0, where)
-    if not n:
-        return []
-    return list(map(Fill._make, zip(itertools.repeat(symbol, n), *cols, strict=False)))
+def _decode_fills(raw: object, where: str) -> FillBatch:
+    return FillBatch(*_decode_columns(raw, FillBatch._fields, _FILL_DTYPES, 0, where))
 
 
-def _decode_updates(symbol: str, raw: object, where: str) -> list[OrderUpdate]:
-    n, cols, extra = _columns(raw, _UPDATE_COLS, 1, where)
-    if not n:
-        return []
-    reasons = extra[0]
+def _decode_updates(raw: object, where: str) -> UpdateBatch:
+    cols = _decode_columns(raw, UpdateBatch._fields, _UPDATE_DTYPES, 1, where)
+    reasons = cols[-1]
+    n = len(cols[0])
     if (
         not isinstance(reasons, list)
         or len(reasons) != n
         or not all(isinstance(r, str) for r in reasons)
     ):
         raise CodecError(f"{where}.reason: expected {n} strings")
-    cols[7] = [None if p != p else p for p in cols[7]]  # NaN price: none set
-    return list(
-        map(OrderUpdate._make, zip(itertools.repeat(symbol, n), *cols, reasons, strict=False))
-    )
+    return UpdateBatch(*cols)
 
 
 def encode_outboxes(outboxes: Sequence[Outbox]) -> bytes:
@@ -328,12 +281,11 @@ def encode_outboxes(outboxes: Sequence[Outbox]) -> bytes:
             o.symbol,
             o.reached,
             o.intents,
-            _encode_updates(o.symbol, o.updates),
-            _encode_fills(o.symbol, o.fills),
+            _encode_batch(o.updates, _UPDATE_DTYPES),
+            _encode_batch(o.fills, _FILL_DTYPES),
             np.ascontiguousarray(o.mark_ts, dtype="<i8").tobytes(),
             np.ascontiguousarray(o.mark_px, dtype="<f8").tobytes(),
             float(o.position),
-            np.ascontiguousarray(o.realized, dtype="<f8").tobytes(),
         ]
         for o in outboxes
     ]
@@ -345,8 +297,8 @@ def decode_outboxes(data: bytes) -> list[Outbox]:
     out: list[Outbox] = []
     for i, raw in enumerate(_unpack(data, KIND_OUTBOXES)):
         where = f"outbox[{i}]"
-        if not isinstance(raw, list) or len(raw) != 9:
-            raise CodecError(f"{where}: an outbox has 9 fields")
+        if not isinstance(raw, list) or len(raw) != 8:
+            raise CodecError(f"{where}: an outbox has 8 fields")
         try:
             symbol, reached, position = _str(raw[0]), _int(raw[1]), _float(raw[7])
         except TypeError as exc:
@@ -355,21 +307,16 @@ def decode_outboxes(data: bytes) -> list[Outbox]:
         mark_px = _array(raw[6], np.float64, f"{where}.mark_px")
         if len(mark_ts) != len(mark_px):
             raise CodecError(f"{where}: {len(mark_ts)} mark times but {len(mark_px)} mark prices")
-        fills = _decode_fills(symbol, raw[4], f"{where}.fills")
-        realized = _array(raw[8], np.float64, f"{where}.realized")
-        if len(realized) != len(fills):
-            raise CodecError(f"{where}: {len(realized)} realised PnL values for {len(fills)} fills")
         out.append(
             Outbox(
                 symbol,
                 reached,
                 _decode_list(OrderIntent, raw[2], f"{where}.intents"),
-                _decode_updates(symbol, raw[3], f"{where}.updates"),
-                fills,
+                _decode_updates(raw[3], f"{where}.updates"),
+                _decode_fills(raw[4], f"{where}.fills"),
                 mark_ts,
                 mark_px,
                 position,
-                realized,
             )
         )
     return out

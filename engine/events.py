@@ -170,27 +170,165 @@ class Control(NamedTuple):
     reason: str
 
 
+I64 = npt.NDArray[np.int64]
+I8 = npt.NDArray[np.int8]
+F64 = npt.NDArray[np.float64]
+
+
+class FillBatch(NamedTuple):
+    """One symbol's fills as columns (enums as their int values), oldest first.
+
+    ``realized_pnl`` is each fill's realised PnL against the average cost of
+    the open position (fees apart); ``position_after`` the position after it.
+    Batches are how fills cross actors and reach the recorder: an advance over
+    a long history can carry tens of thousands of them.
+    """
+
+    order_id: I64
+    fill_id: I64
+    ts: I64
+    side: I8
+    qty: F64
+    price: F64
+    fee: F64
+    liquidity: I8
+    realized_pnl: F64
+    position_after: F64
+
+    @property
+    def size(self) -> int:
+        return len(self.ts)
+
+    def events(self, symbol: str) -> list[Fill]:
+        """The batch as typed :class:`Fill` events."""
+        return [
+            Fill(symbol, o, f, t, Side(s), q, p, fee, Liquidity(liq))
+            for o, f, t, s, q, p, fee, liq in zip(
+                self.order_id.tolist(),
+                self.fill_id.tolist(),
+                self.ts.tolist(),
+                self.side.tolist(),
+                self.qty.tolist(),
+                self.price.tolist(),
+                self.fee.tolist(),
+                self.liquidity.tolist(),
+                strict=True,
+            )
+        ]
+
+
+class UpdateBatch(NamedTuple):
+    """One symbol's order updates as columns; ``price`` is NaN where none is set."""
+
+    order_id: I64
+    ts: I64
+    status: I8
+    side: I8
+    order_type: I8
+    qty: F64
+    filled_qty: F64
+    price: F64
+    reason: list[str]
+
+    @property
+    def size(self) -> int:
+        return len(self.ts)
+
+    def events(self, symbol: str) -> list[OrderUpdate]:
+        """The batch as typed :class:`OrderUpdate` events."""
+        return [
+            OrderUpdate(
+                symbol,
+                o,
+                t,
+                OrderStatus(st),
+                Side(s),
+                OrderType(ty),
+                q,
+                fq,
+                None if p != p else p,
+                r,
+            )
+            for o, t, st, s, ty, q, fq, p, r in zip(
+                self.order_id.tolist(),
+                self.ts.tolist(),
+                self.status.tolist(),
+                self.side.tolist(),
+                self.order_type.tolist(),
+                self.qty.tolist(),
+                self.filled_qty.tolist(),
+                self.price.tolist(),
+                self.reason,
+                strict=True,
+            )
+        ]
+
+
+def fill_batch(fills: list[Fill], realized: list[float], positions: list[float]) -> FillBatch:
+    """Columns of ``fills`` (all of one symbol) with their realised PnL and positions."""
+    if not fills:
+        return EMPTY_FILLS
+    _, oid, fid, ts, side, qty, px, fee, liq = zip(*fills, strict=True)
+    return FillBatch(
+        np.array(oid, dtype=np.int64),
+        np.array(fid, dtype=np.int64),
+        np.array(ts, dtype=np.int64),
+        np.array(side, dtype=np.int8),
+        np.array(qty, dtype=np.float64),
+        np.array(px, dtype=np.float64),
+        np.array(fee, dtype=np.float64),
+        np.array(liq, dtype=np.int8),
+        np.array(realized, dtype=np.float64),
+        np.array(positions, dtype=np.float64),
+    )
+
+
+def update_batch(updates: list[OrderUpdate]) -> UpdateBatch:
+    """Columns of ``updates`` (all of one symbol)."""
+    if not updates:
+        return EMPTY_UPDATES
+    _, oid, ts, st, side, typ, qty, fq, px, reason = zip(*updates, strict=True)
+    return UpdateBatch(
+        np.array(oid, dtype=np.int64),
+        np.array(ts, dtype=np.int64),
+        np.array(st, dtype=np.int8),
+        np.array(side, dtype=np.int8),
+        np.array(typ, dtype=np.int8),
+        np.array(qty, dtype=np.float64),
+        np.array(fq, dtype=np.float64),
+        np.array([np.nan if p is None else p for p in px], dtype=np.float64),
+        list(reason),
+    )
+
+
+_NO_I64 = np.empty(0, dtype=np.int64)
+_NO_I8 = np.empty(0, dtype=np.int8)
+_NO_F64 = np.empty(0, dtype=np.float64)
+EMPTY_FILLS = FillBatch(
+    _NO_I64, _NO_I64, _NO_I64, _NO_I8, _NO_F64, _NO_F64, _NO_F64, _NO_I8, _NO_F64, _NO_F64
+)
+EMPTY_UPDATES = UpdateBatch(_NO_I64, _NO_I64, _NO_I8, _NO_I8, _NO_I8, _NO_F64, _NO_F64, _NO_F64, [])
+
+
 class Outbox(NamedTuple):
     """What one symbol returns from ``advance``.
 
     ``reached`` is the step boundary the symbol has processed up to. ``mark_ts``
     and ``mark_px`` are the symbol's marks at every step boundary it passed in
-    this call (last close at or before the boundary), oldest first; they
-    cross actors as raw little-endian numpy bytes.
-    ``realized`` is the realised PnL of each fill (average cost of the open
-    position, fees apart), aligned with ``fills``.
-    ``position`` is the symbol's position after all fills in this outbox.
+    this call (last close at or before the boundary), oldest first.
+    ``intents`` wait for the portfolio's decision; ``updates`` and ``fills``
+    are what happened, as columns. ``position`` is the symbol's position after
+    all fills in this outbox.
     """
 
     symbol: str
     reached: int
     intents: list[OrderIntent]
-    updates: list[OrderUpdate]
-    fills: list[Fill]
-    mark_ts: npt.NDArray[np.int64]
-    mark_px: npt.NDArray[np.float64]
+    updates: UpdateBatch
+    fills: FillBatch
+    mark_ts: I64
+    mark_px: F64
     position: float
-    realized: npt.NDArray[np.float64]
 
 
 class Inbox(NamedTuple):

@@ -31,17 +31,19 @@ import numpy as np
 import numpy.typing as npt
 
 from tickray.engine.approval import check_cash
-from tickray.engine.clock import ceil_to
 from tickray.engine.config import RunConfig
 from tickray.engine.events import (
+    EMPTY_FILLS,
+    EMPTY_UPDATES,
     Fill,
+    FillBatch,
     Inbox,
     OrderIntent,
     OrderStatus,
-    OrderUpdate,
     Outbox,
     RiskAction,
     RiskDecision,
+    UpdateBatch,
 )
 from tickray.engine.instruments import SymbolSpec
 from tickray.engine.symbol import SimulationError
@@ -51,12 +53,42 @@ F64 = npt.NDArray[np.float64]
 
 
 class BookedFill(NamedTuple):
-    """A fill as booked by the account, with what it did to the position."""
+    """One booked fill, with what it did to its symbol and to the account."""
 
     fill: Fill
     realized_pnl: float
     position_after: float
     cash_after: float
+
+
+class FillRecords(NamedTuple):
+    """The fills booked by one settlement, in booking order, with the cash after each."""
+
+    symbol: npt.NDArray[np.object_]
+    fills: FillBatch
+    cash_after: F64
+
+    def rows(self) -> list[BookedFill]:
+        """The records as typed rows (for inspection and tests; the recorder uses columns)."""
+        out: list[BookedFill] = []
+        for k, name in enumerate(self.symbol.tolist()):
+            one = FillBatch._make([c[k : k + 1] for c in self.fills])
+            out.append(
+                BookedFill(
+                    one.events(name)[0],
+                    float(one.realized_pnl[0]),
+                    float(one.position_after[0]),
+                    float(self.cash_after[k]),
+                )
+            )
+        return out
+
+
+class UpdateRecords(NamedTuple):
+    """The order updates of one settlement's outboxes (symbol order, then as emitted)."""
+
+    symbol: npt.NDArray[np.object_]
+    updates: UpdateBatch
 
 
 class SettleResult(NamedTuple):
@@ -67,8 +99,8 @@ class SettleResult(NamedTuple):
     """
 
     inboxes: list[Inbox]
-    fills: list[BookedFill]
-    updates: list[OrderUpdate]
+    fills: FillRecords
+    updates: UpdateRecords
     intents: list[OrderIntent]
     decisions: list[RiskDecision]
     equity_ts: I64
@@ -128,45 +160,24 @@ class Portfolio:
         gross = np.empty(rows)
         sym_eq = np.empty((rows, len(self.symbols)))
         head = rows - 1
-        fills: list[BookedFill] = []
-        updates: list[OrderUpdate] = []
+        ordered = sorted(outboxes, key=_by_symbol) if len(outboxes) > 1 else list(outboxes)
+        fills = self._book(ordered, marks, int(mark_ts[0]), equity, cash, gross, sym_eq)
         intents: list[OrderIntent] = []
-        ordered = sorted(outboxes, key=_by_symbol) if len(outboxes) > 1 else outboxes
-        # Each fill is booked at the boundary ending the step in which its bar
-        # closed; rows before that boundary see the account without it.
-        step0 = int(mark_ts[0])
-        groups: dict[int, list[tuple[int, Fill, float]]] = {}
         for ob in ordered:
             i = self.index[ob.symbol]
-            for f, pnl in zip(ob.fills, ob.realized.tolist(), strict=True):
-                row = (ceil_to(f.ts_event + self.interval, self.sync) - step0) // self.sync
-                groups.setdefault(max(0, min(int(row), head)), []).append((i, f, pnl))
-        done_rows = 0
-        for row in sorted(groups):
-            if row > done_rows:
-                sl = slice(done_rows, row)
-                self._equity(marks[sl], equity[sl], cash[sl], gross[sl], sym_eq[sl])
-                done_rows = row
-            for i, f, pnl in groups[row]:
-                fills.append(self._book(i, f, pnl))
-        if head > done_rows:
-            sl = slice(done_rows, head)
-            self._equity(marks[sl], equity[sl], cash[sl], gross[sl], sym_eq[sl])
-        for ob in ordered:
-            i = self.index[ob.symbol]
-            for u in ob.updates:
-                if u.status in _DONE:
-                    self._release(u.symbol, u.order_id)
-            updates.extend(ob.updates)
+            if ob.updates.size and self._pending:
+                done = _DONE[ob.updates.status]
+                for oid in ob.updates.order_id[done].tolist():
+                    self._release(ob.symbol, oid)
             intents.extend(ob.intents)
             if self.specs[i].round_qty(float(self.pos[i]) - ob.position) != 0:
                 raise SimulationError(
                     f"{ob.symbol}: symbol reports position {ob.position}, account has {self.pos[i]}"
                 )
+        updates = concat_updates(ordered)
         last = marks[head]
         known = ~np.isnan(last)
         self.mark[known] = last[known]
-        self._equity(marks[head:], equity[head:], cash[head:], gross[head:], sym_eq[head:])
         if len(intents) > 1:
             intents.sort(key=_intent_order)
         decisions = [self._decide(t, it) for it in intents]
@@ -216,17 +227,162 @@ class Portfolio:
         cash[0] = self.cash
         gross[0] = gr
 
-    def _book(self, i: int, f: Fill, realized: float) -> BookedFill:
-        """Cash, position and totals of one fill; ``realized`` comes from the symbol."""
-        q = f.side * f.qty
-        self.pos[i] = self.specs[i].round_qty(float(self.pos[i]) + q)
-        cash_delta = -q * f.price - f.fee
-        self.cash += cash_delta
-        self.flow[i] += cash_delta
-        self.fees[i] += f.fee
-        self.realized[i] += realized
-        self.fill_count[i] += 1
-        return BookedFill(f, realized, float(self.pos[i]), self.cash)
+    def _book(
+        self,
+        ordered: list[Outbox],
+        marks: F64,
+        step0: int,
+        equity: F64,
+        cash: F64,
+        gross: F64,
+        sym_eq: F64,
+    ) -> FillRecords:
+        """Book the fills and fill the equity rows; returns the fills in booking order.
+
+        A fill is booked at the boundary ending the step in which its bar
+        closed, so rows before it see the account without it. Booking order is
+        (boundary, symbol, fill order); cash and each symbol's flow are running
+        sums in that order, so the numbers never depend on how many boundaries
+        one settlement covers.
+        """
+        parts = [(self.index[ob.symbol], ob.fills) for ob in ordered if ob.fills.size]
+        if not parts:
+            self._equity(marks, equity, cash, gross, sym_eq)
+            return _NO_FILL_RECORDS
+        rows = len(equity)
+        if sum(b.size for _, b in parts) <= 16:
+            rec = self._book_few(parts, marks, step0, equity, cash, gross, sym_eq)
+            if rec is not None:
+                return rec
+        sym = np.concatenate([np.full(b.size, i, dtype=np.int64) for i, b in parts])
+        seq = np.concatenate([np.arange(b.size) for _, b in parts])
+        cat = [np.concatenate([b[k] for _, b in parts]) for k in range(len(FillBatch._fields))]
+        f = FillBatch._make(cat)
+        bar_close = f.ts + self.interval
+        row = np.clip((-((-bar_close) // self.sync) * self.sync - step0) // self.sync, 0, rows - 1)
+        order = np.lexsort((seq, sym, row))
+        f = FillBatch._make([c[order] for c in f])
+        sym, row = sym[order], row[order]
+        delta = -(f.side * f.qty) * f.price - f.fee
+        cash_after = np.add.accumulate(np.concatenate(([self.cash], delta)))[1:]
+        at_row = np.arange(rows)
+        last = np.searchsorted(row, at_row, side="right") - 1
+        cash_rows = np.where(last >= 0, cash_after[np.maximum(last, 0)], self.cash)
+        pos_rows = np.tile(self.pos, (rows, 1))
+        flow_rows = np.tile(self.flow, (rows, 1))
+        for i in np.unique(sym).tolist():
+            mine = sym == i
+            r_i = row[mine]
+            flow_i = np.add.accumulate(np.concatenate(([self.flow[i]], delta[mine])))[1:]
+            pos_i = self._positions(i, f.side[mine] * f.qty[mine])
+            li = np.searchsorted(r_i, at_row, side="right") - 1
+            hit = li >= 0
+            pos_rows[hit, i] = pos_i[li[hit]]
+            flow_rows[hit, i] = flow_i[li[hit]]
+            self.pos[i] = pos_i[-1]
+            self.flow[i] = flow_i[-1]
+            self.fees[i] = np.add.accumulate(np.concatenate(([self.fees[i]], f.fee[mine])))[-1]
+            self.realized[i] = np.add.accumulate(
+                np.concatenate(([self.realized[i]], f.realized_pnl[mine]))
+            )[-1]
+            self.fill_count[i] += int(mine.sum())
+        self._equity_rows(marks, cash_rows, pos_rows, flow_rows, equity, cash, gross, sym_eq)
+        self.cash = float(cash_after[-1])
+        names = np.array(self.symbols, dtype=object)[sym]
+        return FillRecords(names, f, cash_after)
+
+    def _book_few(
+        self,
+        parts: list[tuple[int, FillBatch]],
+        marks: F64,
+        step0: int,
+        equity: F64,
+        cash: F64,
+        gross: F64,
+        sym_eq: F64,
+    ) -> FillRecords | None:
+        """The same booking, in plain Python, when a few fills all fall on one boundary.
+
+        This is the common case of portfolio approval (fills arrive at the step
+        that ends the settlement); the arithmetic is the same sequence of float
+        operations as the vectorised path. Returns None when it does not apply.
+        """
+        rows = len(equity)
+        row = set()
+        for _, b in parts:
+            for t in b.ts.tolist():
+                close = t + self.interval
+                row.add(
+                    min(
+                        max((-((-close) // self.sync) * self.sync - step0) // self.sync, 0),
+                        rows - 1,
+                    )
+                )
+        if len(row) != 1:
+            return None
+        r = row.pop()
+        if r:
+            self._equity(marks[:r], equity[:r], cash[:r], gross[:r], sym_eq[:r])
+        names: list[str] = []
+        cash_after: list[float] = []
+        for i, b in parts:
+            for side, qty, price, fee, pnl in zip(
+                b.side.tolist(),
+                b.qty.tolist(),
+                b.price.tolist(),
+                b.fee.tolist(),
+                b.realized_pnl.tolist(),
+                strict=True,
+            ):
+                delta = -(side * qty) * price - fee
+                self.cash += delta
+                self.flow[i] += delta
+                self.fees[i] += fee
+                self.realized[i] += pnl
+                self.fill_count[i] += 1
+                names.append(self.symbols[i])
+                cash_after.append(self.cash)
+            self.pos[i] = self._positions(i, b.side * b.qty)[-1]
+        self._equity(marks[r:], equity[r:], cash[r:], gross[r:], sym_eq[r:])
+        cols = [np.concatenate([b[k] for _, b in parts]) for k in range(len(FillBatch._fields))]
+        return FillRecords(
+            np.array(names, dtype=object), FillBatch._make(cols), np.array(cash_after)
+        )
+
+    def _positions(self, i: int, signed_qty: F64) -> F64:
+        """Positions after each fill, counted in whole steps so that sums are exact.
+
+        The account keeps its own count rather than trusting the symbol's, and
+        the two are compared at every settlement.
+        """
+        spec = self.specs[i]
+        start = round(float(self.pos[i]) / spec.step_size)
+        steps = start + np.cumsum(np.rint(signed_qty / spec.step_size))
+        out: F64 = np.round(steps * spec.step_size, spec.qty_decimals)
+        return out
+
+    def _equity_rows(
+        self,
+        marks: F64,
+        cash_rows: F64,
+        pos_rows: F64,
+        flow_rows: F64,
+        total: F64,
+        cash: F64,
+        gross: F64,
+        sym: F64,
+    ) -> None:
+        """Equity rows where cash, positions and flows change from row to row."""
+        value = np.where(pos_rows != 0.0, marks * pos_rows, 0.0)
+        cash[:] = cash_rows
+        sym[:] = value + (self.alloc + flow_rows)
+        acc = np.empty((len(total), len(self.symbols) + 1))
+        acc[:, 0] = cash_rows
+        acc[:, 1:] = value
+        total[:] = np.add.accumulate(acc, axis=1)[:, -1]
+        acc[:, 0] = 0.0
+        np.abs(value, out=acc[:, 1:])
+        gross[:] = np.add.accumulate(acc, axis=1)[:, -1]
 
     def _release(self, symbol: str, order_id: int) -> None:
         held = self._pending.pop((symbol, order_id), None)
@@ -261,7 +417,24 @@ class Portfolio:
         return self.cash + float(value.sum())
 
 
-_DONE = frozenset((OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED))
+_DONE = np.zeros(max(OrderStatus) + 1, dtype=bool)  # statuses that end an order, by value
+_DONE[[OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED]] = True
+_NO_FILL_RECORDS = FillRecords(np.empty(0, dtype=object), EMPTY_FILLS, np.empty(0))
+
+
+def concat_updates(ordered: list[Outbox]) -> UpdateRecords:
+    """The updates of several outboxes as one set of records, in the given order."""
+    parts = [ob for ob in ordered if ob.updates.size]
+    if not parts:
+        return UpdateRecords(np.empty(0, dtype=object), EMPTY_UPDATES)
+    if len(parts) == 1:
+        ob = parts[0]
+        return UpdateRecords(np.full(ob.updates.size, ob.symbol, dtype=object), ob.updates)
+    names = np.concatenate([np.full(ob.updates.size, ob.symbol, dtype=object) for ob in parts])
+    n = len(UpdateBatch._fields) - 1
+    cols = [np.concatenate([ob.updates[k] for ob in parts]) for k in range(n)]
+    reasons = [r for ob in parts for r in ob.updates.reason]
+    return UpdateRecords(names, UpdateBatch._make([*cols, reasons]))
 
 
 def _by_symbol(o: Outbox) -> str:

@@ -32,6 +32,8 @@ from tickray.engine.approval import check_cash
 from tickray.engine.clock import ceil_to
 from tickray.engine.config import AccountConfig
 from tickray.engine.events import (
+    EMPTY_FILLS,
+    EMPTY_UPDATES,
     Fill,
     Liquidity,
     Order,
@@ -44,6 +46,8 @@ from tickray.engine.events import (
     RiskDecision,
     Side,
     TimeInForce,
+    fill_batch,
+    update_batch,
 )
 from tickray.engine.instruments import SymbolSpec
 from tickray.engine.strategies import BarStrategy
@@ -109,6 +113,7 @@ class SymbolSim:
         self.avg_price = 0.0  # average cost of the open position
         self.realized = 0.0
         self._realized: list[float] = []  # per fill of the current advance
+        self._positions: list[float] = []
         self.position = 0.0
         self.committed = 0.0  # position + approved-unfilled + undecided intents
         self.last_close = math.nan
@@ -189,11 +194,10 @@ class SymbolSim:
         if len(segments):
             self.last_close = float(segments[-1][1][-1])
         self.time = stop
-        realized = np.array(self._realized, dtype=np.float64)
-        self._realized = []
-        return Outbox(
-            self.symbol, stop, intents, updates, fills, mark_ts, mark_px, self.position, realized
-        )
+        batch = fill_batch(fills, self._realized, self._positions) if fills else EMPTY_FILLS
+        self._realized, self._positions = [], []
+        ups = update_batch(updates) if updates else EMPTY_UPDATES
+        return Outbox(self.symbol, stop, intents, ups, batch, mark_ts, mark_px, self.position)
 
     def finish(self, t: int, decisions: Sequence[RiskDecision], reason: str) -> list[OrderUpdate]:
         """End of run at ``t``: apply last decisions, then cancel every open order."""
@@ -323,6 +327,7 @@ class SymbolSim:
             self.avg_price = 0.0
         self.realized += realized
         self._realized.append(realized)
+        self._positions.append(self.position)
 
     def _on_target(
         self, target: int, c: int, intents: list[OrderIntent], updates: list[OrderUpdate]

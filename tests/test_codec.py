@@ -17,6 +17,8 @@ from tickray.engine.codec import (
     encode_outboxes,
 )
 from tickray.engine.events import (
+    EMPTY_FILLS,
+    EMPTY_UPDATES,
     Control,
     ControlKind,
     Fill,
@@ -31,6 +33,8 @@ from tickray.engine.events import (
     RiskDecision,
     Side,
     TimeInForce,
+    fill_batch,
+    update_batch,
 )
 
 i64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
@@ -81,23 +85,39 @@ def outboxes(draw: st.DrawFn) -> Outbox:
     mts = np.array(draw(st.lists(ts, min_size=n, max_size=n)), dtype=np.int64)
     mpx = np.array(draw(st.lists(st.floats(width=64), min_size=n, max_size=n)), dtype=np.float64)
     name = draw(sym)
-    # fills and updates of an outbox are its own symbol's (they travel as columns)
+    # an outbox's fills and updates are its own symbol's; they travel as columns
     ups = [u._replace(symbol=name) for u in draw(st.lists(updates, max_size=6))]
     fs = [f._replace(symbol=name) for f in draw(st.lists(fills, max_size=6))]
-    pnl = np.array(draw(st.lists(fl, min_size=len(fs), max_size=len(fs))), dtype=np.float64)
+    pnl = draw(st.lists(fl, min_size=len(fs), max_size=len(fs)))
+    pos = draw(st.lists(fl, min_size=len(fs), max_size=len(fs)))
     return Outbox(
-        name, draw(ts), draw(st.lists(intents, max_size=4)), ups, fs, mts, mpx, draw(fl), pnl
+        name,
+        draw(ts),
+        draw(st.lists(intents, max_size=4)),
+        update_batch(ups),
+        fill_batch(fs, pnl, pos),
+        mts,
+        mpx,
+        draw(fl),
     )
 
 
 inboxes = st.builds(Inbox, sym, ts, st.lists(decisions, max_size=5), st.lists(controls, max_size=3))
 
 
+def _same_batch(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    return all(
+        x == y if isinstance(x, list) else np.asarray(x).tobytes() == np.asarray(y).tobytes()
+        for x, y in zip(a, b, strict=True)
+    )
+
+
 def _same_outbox(a: Outbox, b: Outbox) -> bool:
     return (
-        a[:5] == b[:5]
+        a[:3] == b[:3]
+        and _same_batch(a.updates, b.updates)
+        and _same_batch(a.fills, b.fills)
         and a.position == b.position
-        and a.realized.tobytes() == b.realized.tobytes()
         and a.mark_ts.tobytes() == b.mark_ts.tobytes()
         and a.mark_px.tobytes() == b.mark_px.tobytes()  # NaN marks survive bit for bit
     )
@@ -109,10 +129,11 @@ def test_outboxes_round_trip_losslessly(boxes: list[Outbox]) -> None:
     back = decode_outboxes(encode_outboxes(boxes))
     assert len(back) == len(boxes)
     assert all(_same_outbox(a, b) for a, b in zip(boxes, back, strict=True))
-    # enums come back as enums, not bare ints
-    for box in back:
+    # enums come back as enums, not bare ints; batches give back their typed events
+    for box, orig in zip(back, boxes, strict=True):
         assert all(isinstance(i.side, Side) and isinstance(i.tif, TimeInForce) for i in box.intents)
-        assert all(isinstance(f.liquidity, Liquidity) for f in box.fills)
+        assert box.fills.events(box.symbol) == orig.fills.events(orig.symbol)
+        assert box.updates.events(box.symbol) == orig.updates.events(orig.symbol)
 
 
 @settings(max_examples=150, deadline=None)
@@ -125,7 +146,7 @@ def test_messages_are_arrays_not_maps() -> None:
     it = OrderIntent(
         "X", 1, 2, Side.BUY, OrderType.MARKET, 1.0, None, None, TimeInForce.GTC, False, 3.0, "t"
     )
-    box = Outbox("X", 5, [it], [], [], np.empty(0, np.int64), np.empty(0), 0.0, np.empty(0))
+    box = Outbox("X", 5, [it], EMPTY_UPDATES, EMPTY_FILLS, np.empty(0, np.int64), np.empty(0), 0.0)
     frame = msgpack.unpackb(encode_outboxes([box]), raw=False)
     assert frame[:3] == ["tkr", SCHEMA_VERSION, 1]
     assert frame[3][0][2][0] == ["X", 1, 2, 1, 1, 1.0, None, None, 1, False, 3.0, "t"]
@@ -133,11 +154,10 @@ def test_messages_are_arrays_not_maps() -> None:
 
 def test_fills_travel_as_columns_of_their_outbox_symbol() -> None:
     f = Fill("X", 1, 1, 5, Side.BUY, 1.0, 2.0, 0.1, Liquidity.TAKER)
-    box = Outbox("X", 5, [], [], [f], np.empty(0, np.int64), np.empty(0), 1.0, np.zeros(1))
+    batch = fill_batch([f], [0.0], [1.0])
+    box = Outbox("X", 5, [], EMPTY_UPDATES, batch, np.empty(0, np.int64), np.empty(0), 1.0)
     frame = msgpack.unpackb(encode_outboxes([box]), raw=False)
     assert frame[3][0][4][0] == 1 and all(isinstance(c, bytes) for c in frame[3][0][4][1:])
-    with pytest.raises(ValueError, match="a fill belongs to another symbol"):
-        encode_outboxes([box._replace(symbol="Y")])
     raw = frame
     raw[3][0][4][4] = b"\x07"  # side 7 does not exist
     with pytest.raises(CodecError, match=r"outbox\[0\].fills.side: unknown value 7"):
@@ -185,7 +205,9 @@ def test_wrong_kind_and_bad_fields_are_named() -> None:
 
 
 def test_mark_arrays_must_be_whole_items() -> None:
-    box = Outbox("X", 5, [], [], [], np.array([1], np.int64), np.array([1.0]), 0.0, np.empty(0))
+    box = Outbox(
+        "X", 5, [], EMPTY_UPDATES, EMPTY_FILLS, np.array([1], np.int64), np.array([1.0]), 0.0
+    )
     raw = msgpack.unpackb(encode_outboxes([box]), raw=False)
     raw[3][0][5] = raw[3][0][5][:-1]
     with pytest.raises(CodecError, match="mark_ts: 7 bytes"):
