@@ -20,6 +20,10 @@ import numpy as np
 import numpy.typing as npt
 
 from tickray.engine.events import (
+    EMPTY_FILLS,
+    EMPTY_UPDATES,
+    FILL_DTYPE,
+    UPDATE_DTYPE,
     Control,
     ControlKind,
     FillBatch,
@@ -173,12 +177,16 @@ def _decode_list(cls: Callable[..., T], items: object, where: str) -> list[T]:
 
 
 def _array(raw: object, dtype: type, where: str) -> np.ndarray[Any, Any]:
+    """A read-only numpy view of raw little-endian bytes (no copy on little-endian hosts)."""
     if not isinstance(raw, bytes):
         raise CodecError(f"{where}: expected raw bytes, got {type(raw).__name__}")
-    width = np.dtype(dtype).itemsize
-    if len(raw) % width:
-        raise CodecError(f"{where}: {len(raw)} bytes is not a whole number of {width}-byte items")
-    return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype)
+    dt = np.dtype(dtype).newbyteorder("<")
+    if len(raw) % dt.itemsize:
+        raise CodecError(
+            f"{where}: {len(raw)} bytes is not a whole number of {dt.itemsize}-byte items"
+        )
+    arr = np.frombuffer(raw, dtype=dt)
+    return arr if dt.isnative else arr.astype(np.dtype(dtype))
 
 
 def _pack(kind: int, body: list[Any]) -> bytes:
@@ -210,8 +218,9 @@ def _unpack(data: bytes, kind: int) -> list[Any]:
     return body
 
 
-# Fills and order updates of one outbox travel as columns (numpy raw bytes, and
-# one msgpack array for the update reasons), not one array per message.
+# Fills and order updates of one outbox travel as one structured numpy array each
+# (raw little-endian bytes; the update reasons as one msgpack array), not one
+# msgpack array per message.
 def _valid(enum: type[IntEnum]) -> npt.NDArray[np.bool_]:
     """Which int8 values (offset by 128) are members of ``enum``."""
     table = np.zeros(256, dtype=bool)
@@ -225,53 +234,54 @@ _ENUM_VALUES: dict[str, npt.NDArray[np.bool_]] = {
     "status": _valid(OrderStatus),
     "order_type": _valid(OrderType),
 }
-_FILL_DTYPES = ("<i8", "<i8", "<i8", "<i1", "<f8", "<f8", "<f8", "<i1", "<f8", "<f8")
-_UPDATE_DTYPES = ("<i8", "<i8", "<i1", "<i1", "<i1", "<f8", "<f8", "<f8")
 
 
-def _encode_batch(batch: FillBatch | UpdateBatch, dtypes: tuple[str, ...]) -> list[Any]:
-    cols = [np.ascontiguousarray(c, dtype=d).tobytes() for c, d in zip(batch, dtypes, strict=False)]
-    extra = [list(batch[len(dtypes)])] if len(batch) > len(dtypes) else []
-    return [batch.size, *cols, *extra]
+def _encode_batch(batch: FillBatch | UpdateBatch) -> list[Any]:
+    if not batch.size:
+        return [0]
+    extra = [batch.reason] if isinstance(batch, UpdateBatch) else []
+    return [batch.size, batch.data.tobytes(), *extra]
 
 
-def _decode_columns(
-    raw: object, names: tuple[str, ...], dtypes: tuple[str, ...], extra: int, where: str
-) -> list[Any]:
+def _decode_records(raw: object, dtype: np.dtype[Any], extra: int, where: str) -> list[Any]:
+    """[count, bytes, extras...] -> [structured array, extras...]; [] for an empty batch."""
     if not isinstance(raw, list) or not raw or not isinstance(raw[0], int) or raw[0] < 0:
-        raise CodecError(f"{where}: expected [count, columns...]")
+        raise CodecError(f"{where}: expected [count, records, ...]")
     n = raw[0]
-    if len(raw) != 1 + len(dtypes) + extra:
-        raise CodecError(f"{where}: expected {len(dtypes) + extra} columns, got {len(raw) - 1}")
-    cols: list[Any] = []
-    for name, dtype, buf in zip(names, dtypes, raw[1 : 1 + len(dtypes)], strict=False):
-        arr = _array(buf, np.dtype(dtype).type, f"{where}.{name}")
-        if len(arr) != n:
-            raise CodecError(f"{where}.{name}: {len(arr)} values for {n} rows")
+    if n == 0 and len(raw) == 1:
+        return []
+    if len(raw) != 2 + extra or not isinstance(raw[1], bytes):
+        raise CodecError(f"{where}: expected [count, records bytes{', reasons' if extra else ''}]")
+    if len(raw[1]) != n * dtype.itemsize:
+        raise CodecError(f"{where}: {len(raw[1])} bytes for {n} records of {dtype.itemsize} bytes")
+    data = np.frombuffer(raw[1], dtype=dtype)
+    for name in dtype.names or ():
         valid = _ENUM_VALUES.get(name)
-        if valid is not None and n:
-            ok = valid[arr.astype(np.int64) + 128]
+        if valid is not None:
+            ok = valid[data[name].astype(np.int64) + 128]
             if not ok.all():
-                raise CodecError(f"{where}.{name}: unknown value {int(arr[~ok][0])}")
-        cols.append(arr)
-    return cols + list(raw[1 + len(dtypes) :])
+                raise CodecError(f"{where}.{name}: unknown value {int(data[name][~ok][0])}")
+    return [data, *raw[2:]]
 
 
 def _decode_fills(raw: object, where: str) -> FillBatch:
-    return FillBatch(*_decode_columns(raw, FillBatch._fields, _FILL_DTYPES, 0, where))
+    parts = _decode_records(raw, FILL_DTYPE, 0, where)
+    return FillBatch(parts[0]) if parts else EMPTY_FILLS
 
 
 def _decode_updates(raw: object, where: str) -> UpdateBatch:
-    cols = _decode_columns(raw, UpdateBatch._fields, _UPDATE_DTYPES, 1, where)
-    reasons = cols[-1]
-    n = len(cols[0])
+    parts = _decode_records(raw, UPDATE_DTYPE, 1, where)
+    if not parts:
+        return EMPTY_UPDATES
+    data, reasons = parts
+    n = len(data)
     if (
         not isinstance(reasons, list)
         or len(reasons) != n
         or not all(isinstance(r, str) for r in reasons)
     ):
         raise CodecError(f"{where}.reason: expected {n} strings")
-    return UpdateBatch(*cols)
+    return UpdateBatch(data, reasons)
 
 
 def encode_outboxes(outboxes: Sequence[Outbox]) -> bytes:
@@ -281,8 +291,8 @@ def encode_outboxes(outboxes: Sequence[Outbox]) -> bytes:
             o.symbol,
             o.reached,
             o.intents,
-            _encode_batch(o.updates, _UPDATE_DTYPES),
-            _encode_batch(o.fills, _FILL_DTYPES),
+            _encode_batch(o.updates),
+            _encode_batch(o.fills),
             np.ascontiguousarray(o.mark_ts, dtype="<i8").tobytes(),
             np.ascontiguousarray(o.mark_px, dtype="<f8").tobytes(),
             float(o.position),

@@ -14,6 +14,7 @@ their status (``OrderUpdate`` with ``OrderStatus.FILLED``), and every event has
 
 from __future__ import annotations
 
+import math
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -171,68 +172,112 @@ class Control(NamedTuple):
 
 
 I64 = npt.NDArray[np.int64]
-I8 = npt.NDArray[np.int8]
 F64 = npt.NDArray[np.float64]
 
 
-class FillBatch(NamedTuple):
-    """One symbol's fills as columns (enums as their int values), oldest first.
+FILL_DTYPE = np.dtype(
+    [
+        ("order_id", "<i8"),
+        ("fill_id", "<i8"),
+        ("ts", "<i8"),
+        ("side", "i1"),
+        ("qty", "<f8"),
+        ("price", "<f8"),
+        ("fee", "<f8"),
+        ("liquidity", "i1"),
+        ("realized_pnl", "<f8"),
+        ("position_after", "<f8"),
+    ]
+)
+UPDATE_DTYPE = np.dtype(
+    [
+        ("order_id", "<i8"),
+        ("ts", "<i8"),
+        ("status", "i1"),
+        ("side", "i1"),
+        ("order_type", "i1"),
+        ("qty", "<f8"),
+        ("filled_qty", "<f8"),
+        ("price", "<f8"),
+    ]
+)
 
-    ``realized_pnl`` is each fill's realised PnL against the average cost of
-    the open position (fees apart); ``position_after`` the position after it.
-    Batches are how fills cross actors and reach the recorder: an advance over
-    a long history can carry tens of thousands of them.
+
+class FillBatch:
+    """One symbol's fills as one structured array (enums as their int values), oldest first.
+
+    Fields follow :class:`Fill`, plus ``realized_pnl`` (each fill's realised PnL
+    against the average cost of the open position, fees apart) and
+    ``position_after``. Batches are how fills cross actors and reach the
+    recorder: an advance over a long history can carry tens of thousands, and
+    one array costs one allocation and one buffer on the wire.
     """
 
-    order_id: I64
-    fill_id: I64
-    ts: I64
-    side: I8
-    qty: F64
-    price: F64
-    fee: F64
-    liquidity: I8
-    realized_pnl: F64
-    position_after: F64
+    __slots__ = ("data",)
+
+    def __init__(self, data: npt.NDArray[np.void]) -> None:
+        self.data = data
 
     @property
     def size(self) -> int:
-        return len(self.ts)
+        return len(self.data)
+
+    order_id = property(lambda self: self.data["order_id"])
+    fill_id = property(lambda self: self.data["fill_id"])
+    ts = property(lambda self: self.data["ts"])
+    side = property(lambda self: self.data["side"])
+    qty = property(lambda self: self.data["qty"])
+    price = property(lambda self: self.data["price"])
+    fee = property(lambda self: self.data["fee"])
+    liquidity = property(lambda self: self.data["liquidity"])
+    realized_pnl = property(lambda self: self.data["realized_pnl"])
+    position_after = property(lambda self: self.data["position_after"])
+
+    def take(self, index: npt.NDArray[np.int64]) -> FillBatch:
+        return FillBatch(self.data[index])
+
+    @staticmethod
+    def concat(batches: list[FillBatch]) -> FillBatch:
+        return FillBatch(np.concatenate([b.data for b in batches]))
 
     def events(self, symbol: str) -> list[Fill]:
         """The batch as typed :class:`Fill` events."""
         return [
             Fill(symbol, o, f, t, Side(s), q, p, fee, Liquidity(liq))
-            for o, f, t, s, q, p, fee, liq in zip(
-                self.order_id.tolist(),
-                self.fill_id.tolist(),
-                self.ts.tolist(),
-                self.side.tolist(),
-                self.qty.tolist(),
-                self.price.tolist(),
-                self.fee.tolist(),
-                self.liquidity.tolist(),
-                strict=True,
-            )
+            for o, f, t, s, q, p, fee, liq, _, _ in self.data.tolist()
         ]
 
 
-class UpdateBatch(NamedTuple):
-    """One symbol's order updates as columns; ``price`` is NaN where none is set."""
+class UpdateBatch:
+    """One symbol's order updates as one structured array plus their reasons.
 
-    order_id: I64
-    ts: I64
-    status: I8
-    side: I8
-    order_type: I8
-    qty: F64
-    filled_qty: F64
-    price: F64
-    reason: list[str]
+    Fields follow :class:`OrderUpdate`; ``price`` is NaN where none is set.
+    """
+
+    __slots__ = ("data", "reason")
+
+    def __init__(self, data: npt.NDArray[np.void], reason: list[str]) -> None:
+        self.data = data
+        self.reason = reason
 
     @property
     def size(self) -> int:
-        return len(self.ts)
+        return len(self.data)
+
+    order_id = property(lambda self: self.data["order_id"])
+    ts = property(lambda self: self.data["ts"])
+    status = property(lambda self: self.data["status"])
+    side = property(lambda self: self.data["side"])
+    order_type = property(lambda self: self.data["order_type"])
+    qty = property(lambda self: self.data["qty"])
+    filled_qty = property(lambda self: self.data["filled_qty"])
+    price = property(lambda self: self.data["price"])
+
+    @staticmethod
+    def concat(batches: list[UpdateBatch]) -> UpdateBatch:
+        return UpdateBatch(
+            np.concatenate([b.data for b in batches]), [r for b in batches for r in b.reason]
+        )
 
     def events(self, symbol: str) -> list[OrderUpdate]:
         """The batch as typed :class:`OrderUpdate` events."""
@@ -249,65 +294,34 @@ class UpdateBatch(NamedTuple):
                 None if p != p else p,
                 r,
             )
-            for o, t, st, s, ty, q, fq, p, r in zip(
-                self.order_id.tolist(),
-                self.ts.tolist(),
-                self.status.tolist(),
-                self.side.tolist(),
-                self.order_type.tolist(),
-                self.qty.tolist(),
-                self.filled_qty.tolist(),
-                self.price.tolist(),
-                self.reason,
-                strict=True,
-            )
+            for (o, t, st, s, ty, q, fq, p), r in zip(self.data.tolist(), self.reason, strict=True)
         ]
 
 
 def fill_batch(fills: list[Fill], realized: list[float], positions: list[float]) -> FillBatch:
-    """Columns of ``fills`` (all of one symbol) with their realised PnL and positions."""
+    """The batch of ``fills`` (all of one symbol) with their realised PnL and positions."""
     if not fills:
         return EMPTY_FILLS
-    _, oid, fid, ts, side, qty, px, fee, liq = zip(*fills, strict=True)
-    return FillBatch(
-        np.array(oid, dtype=np.int64),
-        np.array(fid, dtype=np.int64),
-        np.array(ts, dtype=np.int64),
-        np.array(side, dtype=np.int8),
-        np.array(qty, dtype=np.float64),
-        np.array(px, dtype=np.float64),
-        np.array(fee, dtype=np.float64),
-        np.array(liq, dtype=np.int8),
-        np.array(realized, dtype=np.float64),
-        np.array(positions, dtype=np.float64),
-    )
+    rows = [
+        (f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], r, p)
+        for f, r, p in zip(fills, realized, positions, strict=True)
+    ]
+    return FillBatch(np.array(rows, dtype=FILL_DTYPE))
 
 
 def update_batch(updates: list[OrderUpdate]) -> UpdateBatch:
-    """Columns of ``updates`` (all of one symbol)."""
+    """The batch of ``updates`` (all of one symbol)."""
     if not updates:
         return EMPTY_UPDATES
-    _, oid, ts, st, side, typ, qty, fq, px, reason = zip(*updates, strict=True)
-    return UpdateBatch(
-        np.array(oid, dtype=np.int64),
-        np.array(ts, dtype=np.int64),
-        np.array(st, dtype=np.int8),
-        np.array(side, dtype=np.int8),
-        np.array(typ, dtype=np.int8),
-        np.array(qty, dtype=np.float64),
-        np.array(fq, dtype=np.float64),
-        np.array([np.nan if p is None else p for p in px], dtype=np.float64),
-        list(reason),
-    )
+    nan = math.nan
+    rows = [
+        (u[1], u[2], u[3], u[4], u[5], u[6], u[7], nan if u[8] is None else u[8]) for u in updates
+    ]
+    return UpdateBatch(np.array(rows, dtype=UPDATE_DTYPE), [u[9] for u in updates])
 
 
-_NO_I64 = np.empty(0, dtype=np.int64)
-_NO_I8 = np.empty(0, dtype=np.int8)
-_NO_F64 = np.empty(0, dtype=np.float64)
-EMPTY_FILLS = FillBatch(
-    _NO_I64, _NO_I64, _NO_I64, _NO_I8, _NO_F64, _NO_F64, _NO_F64, _NO_I8, _NO_F64, _NO_F64
-)
-EMPTY_UPDATES = UpdateBatch(_NO_I64, _NO_I64, _NO_I8, _NO_I8, _NO_I8, _NO_F64, _NO_F64, _NO_F64, [])
+EMPTY_FILLS = FillBatch(np.empty(0, dtype=FILL_DTYPE))
+EMPTY_UPDATES = UpdateBatch(np.empty(0, dtype=UPDATE_DTYPE), [])
 
 
 class Outbox(NamedTuple):

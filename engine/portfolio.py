@@ -72,7 +72,7 @@ class FillRecords(NamedTuple):
         """The records as typed rows (for inspection and tests; the recorder uses columns)."""
         out: list[BookedFill] = []
         for k, name in enumerate(self.symbol.tolist()):
-            one = FillBatch._make([c[k : k + 1] for c in self.fills])
+            one = self.fills.take(np.arange(k, k + 1))
             out.append(
                 BookedFill(
                     one.events(name)[0],
@@ -243,26 +243,85 @@ class Portfolio:
         closed, so rows before it see the account without it. Booking order is
         (boundary, symbol, fill order); cash and each symbol's flow are running
         sums in that order, so the numbers never depend on how many boundaries
-        one settlement covers.
+        one settlement covers. Two implementations do the same float operations
+        in the same order: one fill at a time (cheap for the few fills of a
+        step) and vectorised per symbol (for the long batches of self-approving
+        symbols); which one runs is only a matter of speed.
         """
         parts = [(self.index[ob.symbol], ob.fills) for ob in ordered if ob.fills.size]
         if not parts:
             self._equity(marks, equity, cash, gross, sym_eq)
             return _NO_FILL_RECORDS
         rows = len(equity)
-        if sum(b.size for _, b in parts) <= 16:
-            rec = self._book_few(parts, marks, step0, equity, cash, gross, sym_eq)
-            if rec is not None:
-                return rec
         sym = np.concatenate([np.full(b.size, i, dtype=np.int64) for i, b in parts])
         seq = np.concatenate([np.arange(b.size) for _, b in parts])
-        cat = [np.concatenate([b[k] for _, b in parts]) for k in range(len(FillBatch._fields))]
-        f = FillBatch._make(cat)
+        f = FillBatch.concat([b for _, b in parts])
         bar_close = f.ts + self.interval
         row = np.clip((-((-bar_close) // self.sync) * self.sync - step0) // self.sync, 0, rows - 1)
         order = np.lexsort((seq, sym, row))
-        f = FillBatch._make([c[order] for c in f])
+        f = f.take(order)
         sym, row = sym[order], row[order]
+        if f.size <= 40 * len(parts):
+            cash_after = self._book_each(f, sym, row, marks, equity, cash, gross, sym_eq)
+        else:
+            cash_after = self._book_vectorised(f, sym, row, marks, equity, cash, gross, sym_eq)
+        names = np.array(self.symbols, dtype=object)[sym]
+        return FillRecords(names, f, cash_after)
+
+    def _book_each(
+        self,
+        f: FillBatch,
+        sym: I64,
+        row: I64,
+        marks: F64,
+        equity: F64,
+        cash: F64,
+        gross: F64,
+        sym_eq: F64,
+    ) -> F64:
+        """Fill after fill in booking order; equity rows for each stretch between them."""
+        out: list[float] = []
+        done = 0
+        for i, r, side, qty, price, fee, pnl in zip(
+            sym.tolist(),
+            row.tolist(),
+            f.side.tolist(),
+            f.qty.tolist(),
+            f.price.tolist(),
+            f.fee.tolist(),
+            f.realized_pnl.tolist(),
+            strict=True,
+        ):
+            if r > done:
+                sl = slice(done, r)
+                self._equity(marks[sl], equity[sl], cash[sl], gross[sl], sym_eq[sl])
+                done = r
+            q = side * qty
+            delta = -q * price - fee
+            self.cash += delta
+            self.flow[i] += delta
+            self.fees[i] += fee
+            self.realized[i] += pnl
+            self.pos[i] = self._positions(i, [q])[0]
+            self.fill_count[i] += 1
+            out.append(self.cash)
+        sl = slice(done, len(equity))
+        self._equity(marks[sl], equity[sl], cash[sl], gross[sl], sym_eq[sl])
+        return np.array(out)
+
+    def _book_vectorised(
+        self,
+        f: FillBatch,
+        sym: I64,
+        row: I64,
+        marks: F64,
+        equity: F64,
+        cash: F64,
+        gross: F64,
+        sym_eq: F64,
+    ) -> F64:
+        """Per symbol with numpy running sums (``np.add.accumulate`` is sequential)."""
+        rows = len(equity)
         delta = -(f.side * f.qty) * f.price - f.fee
         cash_after = np.add.accumulate(np.concatenate(([self.cash], delta)))[1:]
         at_row = np.arange(rows)
@@ -274,7 +333,7 @@ class Portfolio:
             mine = sym == i
             r_i = row[mine]
             flow_i = np.add.accumulate(np.concatenate(([self.flow[i]], delta[mine])))[1:]
-            pos_i = self._positions(i, f.side[mine] * f.qty[mine])
+            pos_i = np.array(self._positions(i, (f.side[mine] * f.qty[mine]).tolist()))
             li = np.searchsorted(r_i, at_row, side="right") - 1
             hit = li >= 0
             pos_rows[hit, i] = pos_i[li[hit]]
@@ -288,77 +347,22 @@ class Portfolio:
             self.fill_count[i] += int(mine.sum())
         self._equity_rows(marks, cash_rows, pos_rows, flow_rows, equity, cash, gross, sym_eq)
         self.cash = float(cash_after[-1])
-        names = np.array(self.symbols, dtype=object)[sym]
-        return FillRecords(names, f, cash_after)
+        out: F64 = cash_after
+        return out
 
-    def _book_few(
-        self,
-        parts: list[tuple[int, FillBatch]],
-        marks: F64,
-        step0: int,
-        equity: F64,
-        cash: F64,
-        gross: F64,
-        sym_eq: F64,
-    ) -> FillRecords | None:
-        """The same booking, in plain Python, when a few fills all fall on one boundary.
-
-        This is the common case of portfolio approval (fills arrive at the step
-        that ends the settlement); the arithmetic is the same sequence of float
-        operations as the vectorised path. Returns None when it does not apply.
-        """
-        rows = len(equity)
-        row = set()
-        for _, b in parts:
-            for t in b.ts.tolist():
-                close = t + self.interval
-                row.add(
-                    min(
-                        max((-((-close) // self.sync) * self.sync - step0) // self.sync, 0),
-                        rows - 1,
-                    )
-                )
-        if len(row) != 1:
-            return None
-        r = row.pop()
-        if r:
-            self._equity(marks[:r], equity[:r], cash[:r], gross[:r], sym_eq[:r])
-        names: list[str] = []
-        cash_after: list[float] = []
-        for i, b in parts:
-            for side, qty, price, fee, pnl in zip(
-                b.side.tolist(),
-                b.qty.tolist(),
-                b.price.tolist(),
-                b.fee.tolist(),
-                b.realized_pnl.tolist(),
-                strict=True,
-            ):
-                delta = -(side * qty) * price - fee
-                self.cash += delta
-                self.flow[i] += delta
-                self.fees[i] += fee
-                self.realized[i] += pnl
-                self.fill_count[i] += 1
-                names.append(self.symbols[i])
-                cash_after.append(self.cash)
-            self.pos[i] = self._positions(i, b.side * b.qty)[-1]
-        self._equity(marks[r:], equity[r:], cash[r:], gross[r:], sym_eq[r:])
-        cols = [np.concatenate([b[k] for _, b in parts]) for k in range(len(FillBatch._fields))]
-        return FillRecords(
-            np.array(names, dtype=object), FillBatch._make(cols), np.array(cash_after)
-        )
-
-    def _positions(self, i: int, signed_qty: F64) -> F64:
+    def _positions(self, i: int, signed_qty: list[float]) -> list[float]:
         """Positions after each fill, counted in whole steps so that sums are exact.
 
         The account keeps its own count rather than trusting the symbol's, and
         the two are compared at every settlement.
         """
         spec = self.specs[i]
-        start = round(float(self.pos[i]) / spec.step_size)
-        steps = start + np.cumsum(np.rint(signed_qty / spec.step_size))
-        out: F64 = np.round(steps * spec.step_size, spec.qty_decimals)
+        step, dec = spec.step_size, spec.qty_decimals
+        steps = round(float(self.pos[i]) / step)
+        out = []
+        for q in signed_qty:
+            steps += round(q / step)
+            out.append(round(steps * step, dec))
         return out
 
     def _equity_rows(
@@ -431,10 +435,7 @@ def concat_updates(ordered: list[Outbox]) -> UpdateRecords:
         ob = parts[0]
         return UpdateRecords(np.full(ob.updates.size, ob.symbol, dtype=object), ob.updates)
     names = np.concatenate([np.full(ob.updates.size, ob.symbol, dtype=object) for ob in parts])
-    n = len(UpdateBatch._fields) - 1
-    cols = [np.concatenate([ob.updates[k] for ob in parts]) for k in range(n)]
-    reasons = [r for ob in parts for r in ob.updates.reason]
-    return UpdateRecords(names, UpdateBatch._make([*cols, reasons]))
+    return UpdateRecords(names, UpdateBatch.concat([ob.updates for ob in parts]))
 
 
 def _by_symbol(o: Outbox) -> str:
