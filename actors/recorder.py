@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tickray.engine.events import (
@@ -157,8 +156,18 @@ def _names(values: npt.NDArray[np.int8], table: npt.NDArray[np.object_]) -> npt.
 class Recorder:
     """Writes one run's results under ``out`` (see the module docstring for the layout)."""
 
-    def __init__(self, out: str | os.PathLike[str], symbols: Sequence[str]) -> None:
+    def __init__(
+        self,
+        out: str | os.PathLike[str],
+        symbols: Sequence[str],
+        interval_ns: int,
+        sync_ns: int,
+        self_approval: bool = False,
+    ) -> None:
         self.out = Path(out)
+        self.interval = interval_ns
+        self.sync = sync_ns
+        self.self_approval = self_approval
         if self.out.exists():
             raise FileExistsError(f"results folder {self.out} already exists")
         self.partial = self.out.with_name(self.out.name + ".partial")
@@ -166,6 +175,7 @@ class Recorder:
             shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True)
         self.symbols = list(symbols)
+        self._sorted_symbols = np.array(sorted(self.symbols))
         self.fills = _Sink(self.partial / "fills.parquet", FILLS, names={4: _SIDE, 8: _LIQ})
         self.orders = _Sink(
             self.partial / "orders.parquet",
@@ -178,13 +188,41 @@ class Recorder:
         self.symbol_equity = _Sink(self.partial / "symbol_equity.parquet", sym_schema)
         self._sinks = [self.fills, self.orders, self.equity, self.symbol_equity]
 
+    def _ceil(self, ts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        out: npt.NDArray[np.int64] = -((-ts) // self.sync) * self.sync
+        return out
+
+    def _order(self, step: npt.NDArray[np.int64], symbols: npt.NDArray[np.object_]) -> Any:
+        """Stable order by (step, symbol): records keep the order they happened in."""
+        rank = np.searchsorted(self._sorted_symbols, symbols.astype(str))
+        return np.lexsort((np.arange(len(step)), rank, step))
+
+    def _update_steps(self, u: UpdateBatch) -> npt.NDArray[np.int64]:
+        """The boundary ending the step in which each update happened.
+
+        Fills happen at a bar's open and belong to the step of its close; a
+        portfolio decision or a cancel taken at a boundary reaches the symbol
+        in the next step; everything else happens at its own time.
+        """
+        ts = u.ts.astype(np.int64)
+        step = self._ceil(ts)
+        filled = (u.status == OrderStatus.FILLED) | (u.status == OrderStatus.PARTIALLY_FILLED)
+        step[filled] = self._ceil(ts[filled] + self.interval)
+        later = (u.status == OrderStatus.CANCELED) | (u.status == OrderStatus.EXPIRED)
+        if not self.self_approval:
+            later |= (u.status == OrderStatus.ACCEPTED) | (u.status == OrderStatus.REJECTED)
+        step[later] = self._ceil(ts[later] + 1)
+        return step
+
     def record(self, res: SettleResult) -> None:
         f = res.fills.fills
         if f.size:
+            order = self._order(self._ceil(f.ts + self.interval), res.fills.symbol)
+            f = f.take(order)
             self.fills.add_columns(
                 [
                     f.ts,
-                    res.fills.symbol,
+                    res.fills.symbol[order],
                     f.order_id,
                     f.fill_id,
                     f.side,
@@ -194,7 +232,7 @@ class Recorder:
                     f.liquidity,
                     f.realized_pnl,
                     f.position_after,
-                    res.fills.cash_after,
+                    res.fills.cash_after[order],
                 ]
             )
         self.record_orders(res.intents, res.updates)
@@ -203,7 +241,13 @@ class Recorder:
         self.symbol_equity.add_columns([ts, *res.symbol_equity.T])
 
     def record_orders(self, intents: Sequence[OrderIntent], records: UpdateRecords) -> None:
-        """Intents become SUBMITTED rows, then this settlement's order updates."""
+        """Intents become SUBMITTED rows, then this settlement's order updates.
+
+        Rows are written in (step, symbol) order, each symbol's in the order
+        they happened, so files never depend on how steps were grouped into
+        settlements (fusing, approval mode, sharding).
+        """
+        parts: list[tuple[npt.NDArray[np.object_], UpdateBatch]] = []
         if intents:
             submitted = [
                 OrderUpdate(
@@ -221,9 +265,17 @@ class Recorder:
                 for it in intents
             ]
             names = np.array([it.symbol for it in intents], dtype=object)
-            self._add_updates(names, update_batch(submitted))
+            parts.append((names, update_batch(submitted)))
         if records.updates.size:
-            self._add_updates(records.symbol, records.updates)
+            parts.append((records.symbol, records.updates))
+        if not parts:
+            return
+        names = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+        batch = UpdateBatch.concat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
+        order = self._order(self._update_steps(batch), names)
+        self._add_updates(
+            names[order], UpdateBatch(batch.data[order], [batch.reason[k] for k in order])
+        )
 
     def _add_updates(self, symbols: npt.NDArray[np.object_], u: UpdateBatch) -> None:
         self.orders.add_columns(
@@ -242,32 +294,8 @@ class Recorder:
         )
 
     def close_files(self) -> None:
-        """Flush everything, then put fills and orders in their canonical order.
-
-        Settlements deliver records grouped by when symbols synchronised, which
-        depends on fusing and on the approval mode; the files are sorted by
-        (ts, symbol, id, lifecycle step) so that they never do. This reads the
-        two tables back once: their size grows with the number of orders, not
-        with the length of the history.
-        """
         for s in self._sinks:
             s.close()
-        _sort_file(
-            self.fills.path,
-            FILLS,
-            [("ts", "ascending"), ("symbol", "ascending"), ("fill_id", "ascending")],
-        )
-        _sort_file(
-            self.orders.path,
-            ORDERS,
-            [
-                ("ts", "ascending"),
-                ("symbol", "ascending"),
-                ("order_id", "ascending"),
-                ("_rank", "ascending"),
-            ],
-            rank=True,
-        )
 
     def commit(self, metrics: dict[str, Any], run_info: dict[str, Any]) -> Path:
         """Write ``run.json`` and ``metrics.json`` and publish the folder under its final name."""
@@ -283,36 +311,6 @@ class Recorder:
                 s.close()
         (self.partial / "error.txt").write_text(error + "\n", encoding="utf-8")
         return self.partial
-
-
-_RANK = {
-    "SUBMITTED": 0,
-    "ACCEPTED": 1,
-    "REJECTED": 1,
-    "PARTIALLY_FILLED": 2,
-    "FILLED": 3,
-    "CANCELED": 3,
-    "EXPIRED": 3,
-}
-
-
-def _sort_file(
-    path: Path, schema: pa.Schema, keys: list[tuple[str, str]], rank: bool = False
-) -> None:
-    table = pq.read_table(path, schema=schema)
-    if rank:
-        ranks = [_RANK[v] for v in table.column("status").to_pylist()]
-        table = table.append_column("_rank", pa.array(ranks, type=pa.int8()))
-    indices = pc.sort_indices(table, sort_keys=keys)
-    table = table.take(indices).select(schema.names)
-    tmp = path.with_suffix(".sorting")
-    with pq.ParquetWriter(
-        tmp, schema, compression="zstd", write_statistics=True, store_schema=False
-    ) as w:
-        for start in range(0, max(table.num_rows, 1), ROW_GROUP):
-            part = table.slice(start, ROW_GROUP)
-            w.write_table(part, row_group_size=max(part.num_rows, 1))
-    os.replace(tmp, path)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

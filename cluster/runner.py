@@ -50,7 +50,13 @@ def run_backtest(
     """
     check_inputs(config)
     began = time.perf_counter()
-    recorder = Recorder(out, config.symbols)
+    recorder = Recorder(
+        out,
+        config.symbols,
+        config.interval_ns,
+        config.sync_ns,
+        self_approval=config.approval == "symbol",
+    )
     backend = make_backend(config.backend, address, config.remote_portfolio)
     clock = Clock(config, backend, recorder, stderr_progress("replay") if progress else None)
     try:

@@ -175,6 +175,9 @@ class BarCursor:
                         return
             finally:
                 pf.close()
+                # Hand the decoded pages back: allocators keep freed blocks
+                # otherwise, and resident memory would grow with the history.
+                pa.default_memory_pool().release_unused()
 
     def _convert(self, path: Path, batch: pa.RecordBatch) -> tuple[list[BarChunk], bool]:
         """Validate one batch and cut it to the window; returns ([chunk] or [], window ended)."""
