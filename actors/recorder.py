@@ -35,7 +35,16 @@ from tickray.engine.events import (
 )
 from tickray.engine.portfolio import SettleResult, UpdateRecords
 
-ROW_GROUP = 65_536
+ROW_GROUP_BYTES = 1 << 20
+"""Rows are buffered up to about this many bytes, then written as one row group."""
+
+
+def rows_per_group(schema: pa.Schema) -> int:
+    """A fixed row count per row group from the schema alone (so bytes never depend
+    on how results arrived), about ROW_GROUP_BYTES of buffered columns."""
+    return max(1024, min(65_536, ROW_GROUP_BYTES // (16 * len(schema))))
+
+
 TS = pa.timestamp("ns", tz="UTC")
 
 FILLS = pa.schema(
@@ -74,7 +83,7 @@ EQUITY = pa.schema(
 
 
 class _Sink:
-    """Columns buffered and flushed to one Parquet file in row groups of exactly ROW_GROUP rows.
+    """Columns buffered and flushed to one Parquet file in row groups of a fixed row count.
 
     Rows arrive as blocks of equal-length columns (numpy arrays; strings as
     object arrays). ``nan_is_null`` writes NaN floats as nulls (a price that is
@@ -92,6 +101,7 @@ class _Sink:
         self.schema = schema
         self.nan_is_null = nan_is_null
         self.names = names or {}
+        self.group = rows_per_group(schema)
         self.blocks: list[Sequence[Any]] = []
         self.rows = 0
         self.writer = pq.ParquetWriter(
@@ -103,7 +113,7 @@ class _Sink:
         if n:
             self.blocks.append(columns)
             self.rows += n
-            if self.rows >= ROW_GROUP:
+            if self.rows >= self.group:
                 self._flush(final=False)
             elif len(self.blocks) >= 256:  # many small settlements: keep one block
                 self.blocks = [self._concat()]
@@ -121,8 +131,8 @@ class _Sink:
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema), row_group_size=n)
 
     def _flush(self, final: bool) -> None:
-        while self.rows >= ROW_GROUP or (final and self.rows):
-            n = min(self.rows, ROW_GROUP)
+        while self.rows >= self.group or (final and self.rows):
+            n = min(self.rows, self.group)
             cols = self._concat()
             self._write([c[:n] for c in cols])
             self.blocks = [[c[n:] for c in cols]] if n < len(cols[0]) else []
