@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,10 @@ class _Sink:
     Rows arrive as blocks of equal-length columns (numpy arrays; strings as
     object arrays). ``nan_is_null`` writes NaN floats as nulls (a price that is
     not set); ``names`` maps enum columns (int8 values) to the names written.
+    With ``order``, each block carries the number of the settlement it came
+    from, and before writing, the buffered rows are put in the order
+    ``order(columns)`` gives (a stable sort that keeps settlements in sequence),
+    once per row group rather than once per settlement.
     """
 
     def __init__(
@@ -96,11 +100,14 @@ class _Sink:
         schema: pa.Schema,
         nan_is_null: bool = False,
         names: dict[int, npt.NDArray[np.object_]] | None = None,
+        order: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         self.path = path
         self.schema = schema
         self.nan_is_null = nan_is_null
         self.names = names or {}
+        self.order = order
+        self.ncols = len(schema) + (1 if order is not None else 0)
         self.group = rows_per_group(schema)
         self.blocks: list[Sequence[Any]] = []
         self.rows = 0
@@ -119,7 +126,7 @@ class _Sink:
                 self.blocks = [self._concat()]
 
     def _concat(self) -> list[Any]:
-        return [np.concatenate([b[i] for b in self.blocks]) for i in range(len(self.schema))]
+        return [np.concatenate([b[i] for b in self.blocks]) for i in range(self.ncols)]
 
     def _write(self, cols: Sequence[Any]) -> None:
         cols = [_names(c, self.names[i]) if i in self.names else c for i, c in enumerate(cols)]
@@ -134,7 +141,10 @@ class _Sink:
         while self.rows >= self.group or (final and self.rows):
             n = min(self.rows, self.group)
             cols = self._concat()
-            self._write([c[:n] for c in cols])
+            if self.order is not None:
+                idx = self.order(cols)
+                cols = [c[idx] for c in cols]
+            self._write([c[:n] for c in cols[: len(self.schema)]])
             self.blocks = [[c[n:] for c in cols]] if n < len(cols[0]) else []
             self.rows -= n
 
@@ -152,6 +162,9 @@ def _name_table(enum: type[IntEnum]) -> npt.NDArray[np.object_]:
     return table
 
 
+_FILLED, _PARTIAL = int(OrderStatus.FILLED), int(OrderStatus.PARTIALLY_FILLED)
+_CANCELED, _EXPIRED = int(OrderStatus.CANCELED), int(OrderStatus.EXPIRED)
+_ACCEPTED, _REJECTED = int(OrderStatus.ACCEPTED), int(OrderStatus.REJECTED)
 _SIDE = _name_table(Side)
 _LIQ = _name_table(Liquidity)
 _STATUS = _name_table(OrderStatus)
@@ -186,12 +199,19 @@ class Recorder:
         self.partial.mkdir(parents=True)
         self.symbols = list(symbols)
         self._sorted_symbols = np.array(sorted(self.symbols))
-        self.fills = _Sink(self.partial / "fills.parquet", FILLS, names={4: _SIDE, 8: _LIQ})
+        self.settlement = 0
+        self.fills = _Sink(
+            self.partial / "fills.parquet",
+            FILLS,
+            names={4: _SIDE, 8: _LIQ},
+            order=self._fill_order,
+        )
         self.orders = _Sink(
             self.partial / "orders.parquet",
             ORDERS,
             nan_is_null=True,
             names={3: _STATUS, 4: _SIDE, 5: _TYPE},
+            order=self._update_order,
         )
         self.equity = _Sink(self.partial / "equity.parquet", EQUITY)
         sym_schema = pa.schema([("ts", TS)] + [(s, pa.float64()) for s in self.symbols])
@@ -202,37 +222,43 @@ class Recorder:
         out: npt.NDArray[np.int64] = -((-ts) // self.sync) * self.sync
         return out
 
-    def _order(self, step: npt.NDArray[np.int64], symbols: npt.NDArray[np.object_]) -> Any:
-        """Stable order by (step, symbol): records keep the order they happened in."""
-        rank = np.searchsorted(self._sorted_symbols, symbols.astype(str))
-        return np.lexsort((np.arange(len(step)), rank, step))
+    def _rank(self, symbols: npt.NDArray[np.object_]) -> npt.NDArray[np.int64]:
+        out: npt.NDArray[np.int64] = np.searchsorted(self._sorted_symbols, symbols.astype(str))
+        return out
 
-    def _update_steps(self, u: UpdateBatch) -> npt.NDArray[np.int64]:
-        """The boundary ending the step in which each update happened.
+    def _fill_order(self, cols: list[Any]) -> Any:
+        """(settlement, step, symbol), stable: fills belong to the step of their bar's close."""
+        step = self._ceil(cols[0] + self.interval)
+        return np.lexsort((self._rank(cols[1]), step, cols[-1]))
+
+    def _update_order(self, cols: list[Any]) -> Any:
+        """(settlement, step, symbol), stable, where an update's step is where it happened.
 
         Fills happen at a bar's open and belong to the step of its close; a
         portfolio decision or a cancel taken at a boundary reaches the symbol
         in the next step; everything else happens at its own time.
         """
-        ts = u.ts.astype(np.int64)
+        ts, status = cols[0], cols[3]
         step = self._ceil(ts)
-        filled = (u.status == OrderStatus.FILLED) | (u.status == OrderStatus.PARTIALLY_FILLED)
+        filled = (status == _FILLED) | (status == _PARTIAL)
         step[filled] = self._ceil(ts[filled] + self.interval)
-        later = (u.status == OrderStatus.CANCELED) | (u.status == OrderStatus.EXPIRED)
+        later = (status == _CANCELED) | (status == _EXPIRED)
         if not self.self_approval:
-            later |= (u.status == OrderStatus.ACCEPTED) | (u.status == OrderStatus.REJECTED)
+            later |= (status == _ACCEPTED) | (status == _REJECTED)
         step[later] = self._ceil(ts[later] + 1)
-        return step
+        return np.lexsort((self._rank(cols[1]), step, cols[-1]))
 
     def record(self, res: SettleResult) -> None:
+        """One settlement's results. Fills and orders are written in (step, symbol)
+        order, each symbol's as they happened, so files never depend on how steps
+        were grouped into settlements (fusing, approval mode, sharding)."""
+        self.settlement += 1
         f = res.fills.fills
         if f.size:
-            order = self._order(self._ceil(f.ts + self.interval), res.fills.symbol)
-            f = f.take(order)
             self.fills.add_columns(
                 [
                     f.ts,
-                    res.fills.symbol[order],
+                    res.fills.symbol,
                     f.order_id,
                     f.fill_id,
                     f.side,
@@ -242,7 +268,8 @@ class Recorder:
                     f.liquidity,
                     f.realized_pnl,
                     f.position_after,
-                    res.fills.cash_after[order],
+                    res.fills.cash_after,
+                    np.full(f.size, self.settlement),
                 ]
             )
         self.record_orders(res.intents, res.updates)
@@ -251,13 +278,8 @@ class Recorder:
         self.symbol_equity.add_columns([ts, *res.symbol_equity.T])
 
     def record_orders(self, intents: Sequence[OrderIntent], records: UpdateRecords) -> None:
-        """Intents become SUBMITTED rows, then this settlement's order updates.
-
-        Rows are written in (step, symbol) order, each symbol's in the order
-        they happened, so files never depend on how steps were grouped into
-        settlements (fusing, approval mode, sharding).
-        """
-        parts: list[tuple[npt.NDArray[np.object_], UpdateBatch]] = []
+        """Intents become SUBMITTED rows, then this settlement's order updates."""
+        self.settlement += 1
         if intents:
             submitted = [
                 OrderUpdate(
@@ -275,17 +297,9 @@ class Recorder:
                 for it in intents
             ]
             names = np.array([it.symbol for it in intents], dtype=object)
-            parts.append((names, update_batch(submitted)))
+            self._add_updates(names, update_batch(submitted))
         if records.updates.size:
-            parts.append((records.symbol, records.updates))
-        if not parts:
-            return
-        names = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-        batch = UpdateBatch.concat([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
-        order = self._order(self._update_steps(batch), names)
-        self._add_updates(
-            names[order], UpdateBatch(batch.data[order], [batch.reason[k] for k in order])
-        )
+            self._add_updates(records.symbol, records.updates)
 
     def _add_updates(self, symbols: npt.NDArray[np.object_], u: UpdateBatch) -> None:
         self.orders.add_columns(
@@ -300,6 +314,7 @@ class Recorder:
                 u.filled_qty,
                 u.price,
                 np.array(u.reason, dtype=object),
+                np.full(u.size, self.settlement),
             ]
         )
 
