@@ -69,6 +69,8 @@ class RunConfig:
     flows) at the signal and its market order fills at the next bar's open
     whatever ``sync`` is; symbols then need no round trip per step, and
     ``sync`` only sets where the equity curve is sampled.
+    ``chunk_rows``: bars each symbol holds decoded at a time (memory per symbol
+    is about 60 bytes x chunk_rows, whatever the length of the history).
     ``remote_portfolio``: on the Ray backend, run the portfolio as its own Ray
     actor instead of beside the clock in the driver (same results, slower).
     """
@@ -88,7 +90,7 @@ class RunConfig:
     backend: str = "local"
     remote_portfolio: bool = False
     approval: str = "portfolio"
-    chunk_rows: int = 65536
+    chunk_rows: int = 16384
 
     def __post_init__(self) -> None:
         if not self.symbols:
