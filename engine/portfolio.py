@@ -253,6 +253,24 @@ class Portfolio:
             self._equity(marks, equity, cash, gross, sym_eq)
             return _NO_FILL_RECORDS
         rows = len(equity)
+        if len(parts) == 1 and parts[0][1].size <= 8:
+            # One symbol, a few fills (the usual portfolio-approval step): its
+            # fills are already in booking order, as it emitted them in time order.
+            i, f = parts[0]
+            last = rows - 1
+            row_list = [
+                min(
+                    max(
+                        (-((-(t + self.interval)) // self.sync) * self.sync - step0) // self.sync, 0
+                    ),
+                    last,
+                )
+                for t in f.ts.tolist()
+            ]
+            cash_after = self._book_each(
+                f, [i] * f.size, row_list, marks, equity, cash, gross, sym_eq
+            )
+            return FillRecords(np.full(f.size, self.symbols[i], dtype=object), f, cash_after)
         sym = np.concatenate([np.full(b.size, i, dtype=np.int64) for i, b in parts])
         seq = np.concatenate([np.arange(b.size) for _, b in parts])
         f = FillBatch.concat([b for _, b in parts])
@@ -262,7 +280,9 @@ class Portfolio:
         f = f.take(order)
         sym, row = sym[order], row[order]
         if f.size <= 40 * len(parts):
-            cash_after = self._book_each(f, sym, row, marks, equity, cash, gross, sym_eq)
+            cash_after = self._book_each(
+                f, sym.tolist(), row.tolist(), marks, equity, cash, gross, sym_eq
+            )
         else:
             cash_after = self._book_vectorised(f, sym, row, marks, equity, cash, gross, sym_eq)
         names = np.array(self.symbols, dtype=object)[sym]
@@ -271,8 +291,8 @@ class Portfolio:
     def _book_each(
         self,
         f: FillBatch,
-        sym: I64,
-        row: I64,
+        sym: list[int],
+        row: list[int],
         marks: F64,
         equity: F64,
         cash: F64,
@@ -283,8 +303,8 @@ class Portfolio:
         out: list[float] = []
         done = 0
         for i, r, side, qty, price, fee, pnl in zip(
-            sym.tolist(),
-            row.tolist(),
+            sym,
+            row,
             f.side.tolist(),
             f.qty.tolist(),
             f.price.tolist(),
