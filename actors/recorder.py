@@ -101,13 +101,17 @@ class _Sink:
         nan_is_null: bool = False,
         names: dict[int, npt.NDArray[np.object_]] | None = None,
         order: Callable[[list[Any]], Any] | None = None,
+        expand: tuple[int, Callable[[list[Any]], list[Any]]] | None = None,
     ) -> None:
         self.path = path
         self.schema = schema
         self.nan_is_null = nan_is_null
         self.names = names or {}
         self.order = order
-        self.ncols = len(schema) + (1 if order is not None else 0)
+        # Blocks may be compact (a structured array and a few columns), turned
+        # into the schema's columns by ``expand`` only when written.
+        self.expand = expand[1] if expand else None
+        self.ncols = expand[0] if expand else len(schema) + (1 if order is not None else 0)
         self.group = rows_per_group(schema)
         self.blocks: list[Sequence[Any]] = []
         self.rows = 0
@@ -141,16 +145,47 @@ class _Sink:
         while self.rows >= self.group or (final and self.rows):
             n = min(self.rows, self.group)
             cols = self._concat()
+            wide = self.expand or (lambda c: c)
             if self.order is not None:
-                idx = self.order(cols)
+                idx = self.order(wide(cols))
                 cols = [c[idx] for c in cols]
-            self._write([c[:n] for c in cols[: len(self.schema)]])
+            self._write(wide([c[:n] for c in cols])[: len(self.schema)])
             self.blocks = [[c[n:] for c in cols]] if n < len(cols[0]) else []
             self.rows -= n
 
     def close(self) -> None:
         self._flush(final=True)
         self.writer.close()
+
+
+def _fill_columns(block: list[Any]) -> list[Any]:
+    """[fill records, symbols, cash after, settlement] -> the FILLS columns (+ settlement)."""
+    d, names, cash, settle = block
+    fields = ("order_id", "fill_id", "side", "qty", "price", "fee", "liquidity")
+    oid, fid, side, qty, px, fee, liq = (d[k] for k in fields)
+    return [
+        d["ts"],
+        names,
+        oid,
+        fid,
+        side,
+        qty,
+        px,
+        fee,
+        liq,
+        d["realized_pnl"],
+        d["position_after"],
+        cash,
+        settle,
+    ]
+
+
+def _update_columns(block: list[Any]) -> list[Any]:
+    """[update records, symbols, reasons, settlement] -> the ORDERS columns (+ settlement)."""
+    d, names, reasons, settle = block
+    fields = ("order_id", "status", "side", "order_type", "qty", "filled_qty", "price")
+    oid, status, side, typ, qty, filled, px = (d[k] for k in fields)
+    return [d["ts"], names, oid, status, side, typ, qty, filled, px, reasons, settle]
 
 
 def _name_table(enum: type[IntEnum]) -> npt.NDArray[np.object_]:
@@ -205,6 +240,7 @@ class Recorder:
             FILLS,
             names={4: _SIDE, 8: _LIQ},
             order=self._fill_order,
+            expand=(4, _fill_columns),
         )
         self.orders = _Sink(
             self.partial / "orders.parquet",
@@ -212,6 +248,7 @@ class Recorder:
             nan_is_null=True,
             names={3: _STATUS, 4: _SIDE, 5: _TYPE},
             order=self._update_order,
+            expand=(4, _update_columns),
         )
         self.equity = _Sink(self.partial / "equity.parquet", EQUITY)
         sym_schema = pa.schema([("ts", TS)] + [(s, pa.float64()) for s in self.symbols])
@@ -255,23 +292,8 @@ class Recorder:
         self.settlement += 1
         f = res.fills.fills
         if f.size:
-            self.fills.add_columns(
-                [
-                    f.ts,
-                    res.fills.symbol,
-                    f.order_id,
-                    f.fill_id,
-                    f.side,
-                    f.qty,
-                    f.price,
-                    f.fee,
-                    f.liquidity,
-                    f.realized_pnl,
-                    f.position_after,
-                    res.fills.cash_after,
-                    np.full(f.size, self.settlement),
-                ]
-            )
+            settle = np.full(f.size, self.settlement)
+            self.fills.add_columns([f.data, res.fills.symbol, res.fills.cash_after, settle])
         self.record_orders(res.intents, res.updates)
         ts = res.equity_ts
         self.equity.add_columns([ts, res.equity, res.cash, res.gross])
@@ -302,21 +324,8 @@ class Recorder:
             self._add_updates(records.symbol, records.updates)
 
     def _add_updates(self, symbols: npt.NDArray[np.object_], u: UpdateBatch) -> None:
-        self.orders.add_columns(
-            [
-                u.ts,
-                symbols,
-                u.order_id,
-                u.status,
-                u.side,
-                u.order_type,
-                u.qty,
-                u.filled_qty,
-                u.price,
-                np.array(u.reason, dtype=object),
-                np.full(u.size, self.settlement),
-            ]
-        )
+        reasons = np.array(u.reason, dtype=object)
+        self.orders.add_columns([u.data, symbols, reasons, np.full(u.size, self.settlement)])
 
     def close_files(self) -> None:
         for s in self._sinks:
