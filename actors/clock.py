@@ -35,6 +35,7 @@ from tickray.engine.clock import ceil_to, floor_to
 from tickray.engine.config import RunConfig
 from tickray.engine.events import Inbox, Outbox
 from tickray.engine.portfolio import SettleResult, concat_updates
+from tickray.engine.steps import split_outbox
 
 FUSE_STEPS = 4096
 END_REASON = "end of backtest"
@@ -110,6 +111,8 @@ class Clock:
         target = min(self.t_end, t + horizon)
         flight = [self._submit(symbols, target, inboxes)]
         last_res: SettleResult | None = None
+        ivl, self_ok = cfg.interval_ns, cfg.approval == "symbol"
+        last_pos = dict.fromkeys(symbols, 0.0)
         while True:
             t_a = time.perf_counter()
             outs = [ob for h in flight for ob in self.backend.collect(h)]
@@ -127,13 +130,22 @@ class Clock:
                 marks[:, i] = mark_buf[i][:k]
                 mark_buf[i] = mark_buf[i][k:]
             settling = [held.pop(s) for s in symbols if at[s] == t_next]
+            # Symbols ahead may hold fills and updates of steps up to t_next: the
+            # portfolio books them now, as it would have stepping one at a time.
+            for s, ob in list(held.items()):
+                if ob.fills.size or ob.updates.size:
+                    head, held[s] = split_outbox(ob, t_next, ivl, sync, self_ok, last_pos[s])
+                    if head is not None:
+                        settling.append(head)
+            for ob in settling:
+                last_pos[ob.symbol] = ob.position
             flight = []
             if t_next < self.t_end:
                 if target <= t_next:
                     target = min(self.t_end, t_next + horizon)
                 # Symbols with no intent need no decision: they move on while the
                 # portfolio settles (their results cannot depend on this settlement).
-                early = [ob.symbol for ob in settling if not ob.intents]
+                early = [ob.symbol for ob in settling if not ob.intents and at[ob.symbol] == t_next]
                 if early:
                     flight.append(self._submit(early, target, inboxes))
             t_a = time.perf_counter()
@@ -144,7 +156,7 @@ class Clock:
             for box in res.inboxes:
                 inboxes[box.symbol] = box
             if t_next < self.t_end:
-                late = [ob.symbol for ob in settling if ob.intents]
+                late = [ob.symbol for ob in settling if ob.intents and at[ob.symbol] == t_next]
                 if late:
                     flight.append(self._submit(late, target, inboxes))
             t_a = time.perf_counter()

@@ -34,6 +34,7 @@ from tickray.engine.events import (
     update_batch,
 )
 from tickray.engine.portfolio import SettleResult, UpdateRecords
+from tickray.engine.steps import fill_steps, update_steps
 
 ROW_GROUP_BYTES = 1 << 20
 """Rows are buffered up to about this many bytes, then written as one row group."""
@@ -264,25 +265,13 @@ class Recorder:
         return out
 
     def _fill_order(self, cols: list[Any]) -> Any:
-        """(settlement, step, symbol), stable: fills belong to the step of their bar's close."""
-        step = self._ceil(cols[0] + self.interval)
+        """(settlement, step, symbol), stable: rows keep the order they happened in."""
+        step = fill_steps(cols[0], self.interval, self.sync)
         return np.lexsort((self._rank(cols[1]), step, cols[-1]))
 
     def _update_order(self, cols: list[Any]) -> Any:
-        """(settlement, step, symbol), stable, where an update's step is where it happened.
-
-        Fills happen at a bar's open and belong to the step of its close; a
-        portfolio decision or a cancel taken at a boundary reaches the symbol
-        in the next step; everything else happens at its own time.
-        """
-        ts, status = cols[0], cols[3]
-        step = self._ceil(ts)
-        filled = (status == _FILLED) | (status == _PARTIAL)
-        step[filled] = self._ceil(ts[filled] + self.interval)
-        later = (status == _CANCELED) | (status == _EXPIRED)
-        if not self.self_approval:
-            later |= (status == _ACCEPTED) | (status == _REJECTED)
-        step[later] = self._ceil(ts[later] + 1)
+        """(settlement, step, symbol), stable; steps by ``engine.steps.update_steps``."""
+        step = update_steps(cols[0], cols[3], self.interval, self.sync, self.self_approval)
         return np.lexsort((self._rank(cols[1]), step, cols[-1]))
 
     def record(self, res: SettleResult) -> None:

@@ -14,9 +14,10 @@ Time model (all times ns UTC, steps on the epoch-aligned grid of ``sync``):
 * The mark at a step boundary is the close of the last bar closed at or before it.
 
 ``advance`` may run several steps in one call ("fusing"): it stops at the end
-of the first step that has something to report (an intent, an order update or
-a fill) or at ``until``. A step with nothing to report needs nothing from the
-portfolio, so the result is the same as stepping one boundary at a time.
+of the first step with an intent for the portfolio, or at ``until``. Fills and
+order updates of the steps it ran through are cut off by the clock at each
+settlement (``engine.steps.split_outbox``), so the portfolio books them at the
+same boundaries as when stepping one boundary at a time.
 """
 
 from __future__ import annotations
@@ -224,17 +225,16 @@ class SymbolSim:
         return updates
 
     def _first_event(self, i: int, n: int) -> int:
-        """Index of the first bar in ``[i, n)`` that fills an order or changes target.
+        """Index of the first bar in ``[i, n)`` whose target change needs the portfolio.
 
-        A self-approving symbol needs nothing from the portfolio, so nothing
+        Fills need no answer: the clock hands them to the portfolio at the
+        boundary of their step even while this symbol runs ahead. A
+        self-approving symbol needs nothing from the portfolio, so nothing
         stops it before ``until``.
         """
         event = n
         if self.self_approve:
             return event
-        if self.pending:
-            active = min(o.active_from for o in self.pending)
-            event = i + int(self._open_ts[i:n].searchsorted(active, side="left"))
         ch = self._changes
         while self._ci < len(ch) and ch[self._ci] < i:
             self._ci += 1
