@@ -16,7 +16,8 @@ from tickray.actors.recorder import Recorder, read_column
 from tickray.engine.clock import format_duration, iso
 from tickray.engine.config import RunConfig
 from tickray.engine.metrics import compute_metrics
-from tickray.feeds.store import bar_files
+from tickray.feeds.schemas import DataError
+from tickray.feeds.store import bar_files, data_range
 
 
 @dataclass
@@ -30,10 +31,19 @@ class RunResult:
 
 
 def check_inputs(config: RunConfig) -> None:
-    """Fail before anything is written when a symbol has no data (names the symbol and folder)."""
+    """Fail before anything is written when a symbol has no data in the run's window.
+
+    Reads only file statistics; the message names the symbol, the folder or the window.
+    """
     interval = format_duration(config.interval_ns)
     for s in config.symbols:
         bar_files(config.data_root, interval, s)
+        first, last = data_range(config.data_root, interval, s)
+        if last < config.start_ns or first >= config.end_ns:
+            raise DataError(
+                f"symbol {s!r}: no {interval} bars between {iso(config.start_ns)} and "
+                f"{iso(config.end_ns)} (its data spans {iso(first)} to {iso(last)})"
+            )
 
 
 def run_backtest(

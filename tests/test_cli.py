@@ -93,6 +93,27 @@ def test_unknown_symbol(
     assert not (tmp_path / "res.partial").exists()
 
 
+def test_window_without_data(
+    small_universe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "res"
+    rc, _, err = _run(
+        capsys,
+        "backtest",
+        "--data",
+        str(small_universe),
+        "--symbols",
+        "AAAUSDT",
+        "--start",
+        "2030-01-01",
+        "--end",
+        "2030-02-01",
+        "--out",
+        str(out),
+    )
+    _assert_failed_cleanly(rc, err, out, "symbol 'AAAUSDT': no 1m bars between 2030-01-01")
+
+
 def test_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "res"
     rc, _, err = _run(
