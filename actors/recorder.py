@@ -31,6 +31,7 @@ from tickray.engine.events import (
     OrderUpdate,
     Side,
     UpdateBatch,
+    join_records,
     update_batch,
 )
 from tickray.engine.portfolio import SettleResult, UpdateRecords
@@ -131,7 +132,7 @@ class _Sink:
                 self.blocks = [self._concat()]
 
     def _concat(self) -> list[Any]:
-        return [np.concatenate([b[i] for b in self.blocks]) for i in range(self.ncols)]
+        return [_cat([b[i] for b in self.blocks]) for i in range(self.ncols)]
 
     def _write(self, cols: Sequence[Any]) -> None:
         cols = [_names(c, self.names[i]) if i in self.names else c for i, c in enumerate(cols)]
@@ -157,6 +158,17 @@ class _Sink:
     def close(self) -> None:
         self._flush(final=True)
         self.writer.close()
+
+
+def _cat(arrays: list[Any]) -> Any:
+    """np.concatenate, but record arrays are joined as bytes: numpy re-derives the
+    common dtype of every record array it concatenates, which is slow for many
+    small ones."""
+    if len(arrays) == 1:
+        return arrays[0]
+    if arrays[0].dtype.names is not None:
+        return join_records(arrays)
+    return np.concatenate(arrays)
 
 
 def _fill_columns(block: list[Any]) -> list[Any]:

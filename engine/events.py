@@ -175,6 +175,14 @@ I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
 
+def join_records(arrays: list[npt.NDArray[np.void]]) -> npt.NDArray[np.void]:
+    """Concatenate record arrays of one dtype by their bytes (np.concatenate re-derives
+    the common dtype of every record array, which is slow for many small ones)."""
+    if len(arrays) == 1:
+        return arrays[0]
+    return np.frombuffer(b"".join(a.tobytes() for a in arrays), dtype=arrays[0].dtype)
+
+
 FILL_DTYPE = np.dtype(
     [
         ("order_id", "<i8"),
@@ -238,7 +246,7 @@ class FillBatch:
 
     @staticmethod
     def concat(batches: list[FillBatch]) -> FillBatch:
-        return FillBatch(np.concatenate([b.data for b in batches]))
+        return FillBatch(join_records([b.data for b in batches]))
 
     def events(self, symbol: str) -> list[Fill]:
         """The batch as typed :class:`Fill` events."""
@@ -276,7 +284,7 @@ class UpdateBatch:
     @staticmethod
     def concat(batches: list[UpdateBatch]) -> UpdateBatch:
         return UpdateBatch(
-            np.concatenate([b.data for b in batches]), [r for b in batches for r in b.reason]
+            join_records([b.data for b in batches]), [r for b in batches for r in b.reason]
         )
 
     def events(self, symbol: str) -> list[OrderUpdate]:
