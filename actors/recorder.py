@@ -144,16 +144,20 @@ class _Sink:
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema), row_group_size=n)
 
     def _flush(self, final: bool) -> None:
-        while self.rows >= self.group or (final and self.rows):
-            n = min(self.rows, self.group)
-            cols = self._concat()
-            wide = self.expand or (lambda c: c)
-            if self.order is not None:
-                idx = self.order(wide(cols))
-                cols = [c[idx] for c in cols]
-            self._write(wide([c[:n] for c in cols])[: len(self.schema)])
-            self.blocks = [[c[n:] for c in cols]] if n < len(cols[0]) else []
-            self.rows -= n
+        if not self.rows or (self.rows < self.group and not final):
+            return
+        cols = self._concat()
+        wide = self.expand or (lambda c: c)
+        if self.order is not None:  # once per flush; the sorted tail stays in order
+            idx = self.order(wide(cols))
+            cols = [c[idx] for c in cols]
+        start = 0
+        while self.rows - start >= self.group or (final and self.rows > start):
+            n = min(self.rows - start, self.group)
+            self._write(wide([c[start : start + n] for c in cols])[: len(self.schema)])
+            start += n
+        self.blocks = [[c[start:] for c in cols]] if start < self.rows else []
+        self.rows -= start
 
     def close(self) -> None:
         self._flush(final=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from tickray.actors.backends import make_backend
 from tickray.actors.clock import Clock, ClockStats, stderr_progress
@@ -103,8 +104,9 @@ def results_metrics(folder: Path, config: RunConfig, summary: dict[str, Any]) ->
     )
     alloc = config.account.initial_cash / len(config.symbols)
     per_symbol = {}
+    table = pq.read_table(folder / "symbol_equity.parquet")  # one read, not one per symbol
     for s in config.symbols:
-        eq = read_column(folder / "symbol_equity.parquet", s).astype(np.float64)
+        eq = table.column(s).to_numpy().astype(np.float64)
         m = compute_metrics(
             start, ts, eq, alloc, step_ns=config.sync_ns, trades=fills[s], fees=fees[s]
         )
