@@ -362,7 +362,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def read_column(path: Path, name: str) -> np.ndarray[Any, Any]:
     """One column of a results file as numpy (timestamps as int64 ns)."""
-    col = pq.read_table(path, columns=[name]).column(0)
+    col = pq.read_table(path, columns=[name], use_threads=False).column(0)
     if pa.types.is_timestamp(col.type):
         col = col.cast(pa.int64())
     return col.to_numpy()

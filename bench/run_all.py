@@ -177,7 +177,7 @@ def bench_ray(n_symbols: int, days: int, quick: bool) -> None:
 
 def _memory_child(n_bars: int) -> None:
     root = dataset(f"1x{n_bars}", ["BENCHUSDT"], n_bars, seed=3)
-    cfg = config(root, ["BENCHUSDT"], n_bars, sync_ns=HOUR, chunk_rows=65536)
+    cfg = config(root, ["BENCHUSDT"], n_bars, sync_ns=HOUR)
     out = Path(tempfile.mkdtemp(prefix="tickray-bench-")) / "run"
     began = time.perf_counter()
     run_backtest(cfg, out)

@@ -104,7 +104,8 @@ def results_metrics(folder: Path, config: RunConfig, summary: dict[str, Any]) ->
     )
     alloc = config.account.initial_cash / len(config.symbols)
     per_symbol = {}
-    table = pq.read_table(folder / "symbol_equity.parquet")  # one read, not one per symbol
+    # one read, not one per symbol; single-threaded to keep the peak memory small
+    table = pq.read_table(folder / "symbol_equity.parquet", use_threads=False)
     for s in config.symbols:
         eq = table.column(s).to_numpy().astype(np.float64)
         m = compute_metrics(
