@@ -52,6 +52,19 @@ I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
 
 
+class _Rows(NamedTuple):
+    """The equity rows a settlement fills in: one per boundary (``sym``: one column per symbol)."""
+
+    equity: F64
+    cash: F64
+    gross: F64
+    sym: F64
+
+    def at(self, sl: slice) -> _Rows:
+        """Views of the rows in ``sl``."""
+        return _Rows(self.equity[sl], self.cash[sl], self.gross[sl], self.sym[sl])
+
+
 class BookedFill(NamedTuple):
     """One booked fill, with what it did to its symbol and to the account."""
 
@@ -155,13 +168,12 @@ class Portfolio:
             raise SimulationError(f"settle at {t}: marks must cover the boundaries up to {t}")
         self.time = t
         rows = len(mark_ts)
-        equity = np.empty(rows)
-        cash = np.empty(rows)
-        gross = np.empty(rows)
-        sym_eq = np.empty((rows, len(self.symbols)))
+        out = _Rows(
+            np.empty(rows), np.empty(rows), np.empty(rows), np.empty((rows, len(self.symbols)))
+        )
         head = rows - 1
         ordered = sorted(outboxes, key=_by_symbol) if len(outboxes) > 1 else list(outboxes)
-        fills = self._book(ordered, marks, int(mark_ts[0]), equity, cash, gross, sym_eq)
+        fills = self._book(ordered, marks, int(mark_ts[0]), out)
         intents: list[OrderIntent] = []
         for ob in ordered:
             i = self.index[ob.symbol]
@@ -186,56 +198,48 @@ class Portfolio:
             by_symbol.setdefault(d.symbol, []).append(d)
         inboxes = [Inbox(s, t, ds, []) for s, ds in sorted(by_symbol.items())]
         return SettleResult(
-            inboxes, fills, updates, intents, decisions, mark_ts, equity, cash, gross, sym_eq
+            inboxes,
+            fills,
+            updates,
+            intents,
+            decisions,
+            mark_ts,
+            out.equity,
+            out.cash,
+            out.gross,
+            out.sym,
         )
 
-    def _equity(self, marks: F64, total: F64, cash: F64, gross: F64, sym: F64) -> None:
-        """Fill the equity rows for ``marks`` with the current positions and cash.
-
-        Sums run over symbols in their fixed order (``np.add.accumulate`` is
-        sequential), so a boundary's value never depends on how many boundaries
-        are computed together. Unheld symbols add an exact 0.0.
-        """
-        rows = len(total)
+    def _equity(self, marks: F64, out: _Rows) -> None:
+        """Fill the equity rows for ``marks`` with the current positions and cash."""
+        rows = len(out.equity)
         if rows == 1 and len(self.symbols) <= 16:
-            self._equity_row(marks[0], total, cash, gross, sym)
+            self._equity_row(marks[0], out)
             return
-        held = self.pos != 0.0
-        value = np.where(held, marks * self.pos, 0.0)
-        cash[:] = self.cash
-        sym[:] = value + (self.alloc + self.flow)
-        acc = np.empty((rows, len(self.symbols) + 1))
-        acc[:, 0] = self.cash
-        acc[:, 1:] = value
-        total[:] = np.add.accumulate(acc, axis=1)[:, -1]
-        acc[:, 0] = 0.0
-        np.abs(value, out=acc[:, 1:])
-        gross[:] = np.add.accumulate(acc, axis=1)[:, -1]
+        cash_rows = np.full(rows, self.cash)
+        self._equity_rows(marks, cash_rows, self.pos[None, :], self.flow[None, :], out)
 
-    def _equity_row(self, marks: F64, total: F64, cash: F64, gross: F64, sym: F64) -> None:
+    def _equity_row(self, marks: F64, out: _Rows) -> None:
         """One boundary, few symbols: the same sequential float sums in plain Python."""
         acc = self.cash
         gr = 0.0
         base = self.alloc + self.flow
-        row = sym[0]
+        row = out.sym[0]
         for i, p in enumerate(self.pos.tolist()):
             v = p * float(marks[i]) if p != 0.0 else 0.0
             acc += v
             gr += abs(v)
             row[i] = v + float(base[i])
-        total[0] = acc
-        cash[0] = self.cash
-        gross[0] = gr
+        out.equity[0] = acc
+        out.cash[0] = self.cash
+        out.gross[0] = gr
 
     def _book(
         self,
         ordered: list[Outbox],
         marks: F64,
         step0: int,
-        equity: F64,
-        cash: F64,
-        gross: F64,
-        sym_eq: F64,
+        out: _Rows,
     ) -> FillRecords:
         """Book the fills and fill the equity rows; returns the fills in booking order.
 
@@ -250,9 +254,9 @@ class Portfolio:
         """
         parts = [(self.index[ob.symbol], ob.fills) for ob in ordered if ob.fills.size]
         if not parts:
-            self._equity(marks, equity, cash, gross, sym_eq)
+            self._equity(marks, out)
             return _NO_FILL_RECORDS
-        rows = len(equity)
+        rows = len(out.equity)
         if len(parts) == 1 and parts[0][1].size <= 8:
             # One symbol, a few fills (the usual portfolio-approval step): its
             # fills are already in booking order, as it emitted them in time order.
@@ -267,9 +271,7 @@ class Portfolio:
                 )
                 for t in f.ts.tolist()
             ]
-            cash_after = self._book_each(
-                f, [i] * f.size, row_list, marks, equity, cash, gross, sym_eq
-            )
+            cash_after = self._book_each(f, [i] * f.size, row_list, marks, out)
             return FillRecords(np.full(f.size, self.symbols[i], dtype=object), f, cash_after)
         sym = np.concatenate([np.full(b.size, i, dtype=np.int64) for i, b in parts])
         seq = np.concatenate([np.arange(b.size) for _, b in parts])
@@ -280,11 +282,9 @@ class Portfolio:
         f = f.take(order)
         sym, row = sym[order], row[order]
         if f.size <= 40 * len(parts):
-            cash_after = self._book_each(
-                f, sym.tolist(), row.tolist(), marks, equity, cash, gross, sym_eq
-            )
+            cash_after = self._book_each(f, sym.tolist(), row.tolist(), marks, out)
         else:
-            cash_after = self._book_vectorised(f, sym, row, marks, equity, cash, gross, sym_eq)
+            cash_after = self._book_vectorised(f, sym, row, marks, out)
         names = np.array(self.symbols, dtype=object)[sym]
         return FillRecords(names, f, cash_after)
 
@@ -294,13 +294,10 @@ class Portfolio:
         sym: list[int],
         row: list[int],
         marks: F64,
-        equity: F64,
-        cash: F64,
-        gross: F64,
-        sym_eq: F64,
+        out: _Rows,
     ) -> F64:
         """Fill after fill in booking order; equity rows for each stretch between them."""
-        out: list[float] = []
+        after: list[float] = []
         done = 0
         for i, r, side, qty, price, fee, pnl in zip(
             sym,
@@ -314,7 +311,7 @@ class Portfolio:
         ):
             if r > done:
                 sl = slice(done, r)
-                self._equity(marks[sl], equity[sl], cash[sl], gross[sl], sym_eq[sl])
+                self._equity(marks[sl], out.at(sl))
                 done = r
             q = side * qty
             delta = -q * price - fee
@@ -324,10 +321,10 @@ class Portfolio:
             self.realized[i] += pnl
             self.pos[i] = self._positions(i, [q])[0]
             self.fill_count[i] += 1
-            out.append(self.cash)
-        sl = slice(done, len(equity))
-        self._equity(marks[sl], equity[sl], cash[sl], gross[sl], sym_eq[sl])
-        return np.array(out)
+            after.append(self.cash)
+        sl = slice(done, len(out.equity))
+        self._equity(marks[sl], out.at(sl))
+        return np.array(after)
 
     def _book_vectorised(
         self,
@@ -335,13 +332,10 @@ class Portfolio:
         sym: I64,
         row: I64,
         marks: F64,
-        equity: F64,
-        cash: F64,
-        gross: F64,
-        sym_eq: F64,
+        out: _Rows,
     ) -> F64:
         """Per symbol with numpy running sums (``np.add.accumulate`` is sequential)."""
-        rows = len(equity)
+        rows = len(out.equity)
         delta = -(f.side * f.qty) * f.price - f.fee
         cash_after = np.add.accumulate(np.concatenate(([self.cash], delta)))[1:]
         at_row = np.arange(rows)
@@ -365,10 +359,10 @@ class Portfolio:
                 np.concatenate(([self.realized[i]], f.realized_pnl[mine]))
             )[-1]
             self.fill_count[i] += int(mine.sum())
-        self._equity_rows(marks, cash_rows, pos_rows, flow_rows, equity, cash, gross, sym_eq)
+        self._equity_rows(marks, cash_rows, pos_rows, flow_rows, out)
         self.cash = float(cash_after[-1])
-        out: F64 = cash_after
-        return out
+        result: F64 = cash_after
+        return result
 
     def _positions(self, i: int, signed_qty: list[float]) -> list[float]:
         """Positions after each fill, counted in whole steps so that sums are exact.
@@ -386,27 +380,24 @@ class Portfolio:
         return out
 
     def _equity_rows(
-        self,
-        marks: F64,
-        cash_rows: F64,
-        pos_rows: F64,
-        flow_rows: F64,
-        total: F64,
-        cash: F64,
-        gross: F64,
-        sym: F64,
+        self, marks: F64, cash_rows: F64, pos_rows: F64, flow_rows: F64, out: _Rows
     ) -> None:
-        """Equity rows where cash, positions and flows change from row to row."""
+        """Equity rows from each row's cash, positions and flows (rows broadcast).
+
+        Sums run over symbols in their fixed order (``np.add.accumulate`` is
+        sequential), so a boundary's value never depends on how many boundaries
+        are computed together. Unheld symbols add an exact 0.0.
+        """
         value = np.where(pos_rows != 0.0, marks * pos_rows, 0.0)
-        cash[:] = cash_rows
-        sym[:] = value + (self.alloc + flow_rows)
-        acc = np.empty((len(total), len(self.symbols) + 1))
+        out.cash[:] = cash_rows
+        out.sym[:] = value + (self.alloc + flow_rows)
+        acc = np.empty((len(out.equity), len(self.symbols) + 1))
         acc[:, 0] = cash_rows
         acc[:, 1:] = value
-        total[:] = np.add.accumulate(acc, axis=1)[:, -1]
+        out.equity[:] = np.add.accumulate(acc, axis=1)[:, -1]
         acc[:, 0] = 0.0
         np.abs(value, out=acc[:, 1:])
-        gross[:] = np.add.accumulate(acc, axis=1)[:, -1]
+        out.gross[:] = np.add.accumulate(acc, axis=1)[:, -1]
 
     def _release(self, symbol: str, order_id: int) -> None:
         held = self._pending.pop((symbol, order_id), None)
