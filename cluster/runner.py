@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from tickray.actors.backends import make_backend
 from tickray.actors.clock import Clock, ClockStats, stderr_progress
 from tickray.actors.recorder import Recorder, read_column
-from tickray.engine.clock import format_duration, iso
+from tickray.engine.clock import floor_to, format_duration, iso
 from tickray.engine.config import RunConfig
 from tickray.engine.metrics import compute_metrics
 from tickray.feeds.schemas import DataError
@@ -86,8 +86,6 @@ def run_backtest(
 
 def results_metrics(folder: Path, config: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
     """Portfolio and per-symbol metrics, computed from the recorded equity files."""
-    from tickray.engine.clock import floor_to
-
     start = floor_to(config.start_ns, config.sync_ns)
     ts = read_column(folder / "equity.parquet", "ts").astype(np.int64)
     equity = read_column(folder / "equity.parquet", "equity").astype(np.float64)

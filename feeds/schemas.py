@@ -11,7 +11,6 @@ Kinds: ``bars`` (ts = bar OPEN time), ``trades``, ``book_tops`` (best bid/ask),
 from __future__ import annotations
 
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +18,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tickray.engine.clock import duration_ns, format_duration, iso
+from tickray.engine.clock import SECOND, duration_ns, format_duration, iso
 
 SCHEMA_VERSION = b"1"
 TS_TYPE = pa.timestamp("ns", tz="UTC")
-
-SECOND_NS = 1_000_000_000
-MINUTE_NS = 60 * SECOND_NS
-HOUR_NS = 60 * MINUTE_NS
-DAY_NS = 24 * HOUR_NS
-WEEK_NS = 7 * DAY_NS
-_UNIT_NS = {"s": SECOND_NS, "m": MINUTE_NS, "h": HOUR_NS, "d": DAY_NS, "w": WEEK_NS}
-_INTERVAL_RE = re.compile(r"([1-9][0-9]{0,8})([smhdw])")
 
 
 class DataError(ValueError):
@@ -140,7 +131,7 @@ def interval_ns(text: str) -> int:
         ns = duration_ns(text)
     except ValueError:
         ns = 0
-    if ns <= 0 or ns % SECOND_NS:
+    if ns <= 0 or ns % SECOND:
         raise DataError(
             f"bad interval {text!r}: expected <n><s|m|h|d|w> such as '1s', '1m', '15m', '1h', '1d', '1w'"
         )
@@ -149,7 +140,7 @@ def interval_ns(text: str) -> int:
 
 def interval_text(ns: int) -> str:
     """Shortest ``<n><unit>`` text for an interval in ns (inverse of :func:`interval_ns`)."""
-    if ns <= 0 or ns % SECOND_NS:
+    if ns <= 0 or ns % SECOND:
         raise DataError(f"interval of {ns} ns is not a positive whole number of seconds")
     return format_duration(ns)
 

@@ -32,7 +32,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
-from tickray.feeds.schemas import BARS, DAY_NS, TS_TYPE, DataError, interval_ns
+from tickray.engine.clock import DAY as DAY_NS
+from tickray.engine.clock import YEAR_NS
+from tickray.feeds.schemas import BARS, TS_TYPE, DataError, interval_ns
 from tickray.feeds.store import (
     read_symbol_specs,
     validate_symbol,
@@ -43,7 +45,6 @@ from tickray.feeds.store import (
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
-YEAR_NS = 365 * DAY_NS
 T_DF = 4.0
 T_SCALE = math.sqrt(T_DF / (T_DF - 2.0))  # sd of a Student-t with df 4
 LOGVOL_SD = 0.45  # stationary sd of log volatility
