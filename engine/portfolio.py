@@ -133,10 +133,8 @@ class Portfolio:
         self.index = {s: i for i, s in enumerate(self.symbols)}
         self.specs: list[SymbolSpec] = [config.spec(s) for s in self.symbols]
         n = len(self.symbols)
-        self.initial_cash = acct.initial_cash
         self.alloc = acct.initial_cash / n
         self.short_margin = acct.short_margin
-        self.allow_short = acct.allow_short
         self.cash = acct.initial_cash
         self.pos = np.zeros(n)
         self.mark = np.full(n, math.nan)
