@@ -36,6 +36,8 @@ class OrderType(IntEnum):
     STOP_LIMIT = 4
     TRAILING_STOP = 5
     MARKET_IF_TOUCHED = 6
+    TRAILING_STOP_LIMIT = 7
+    LIMIT_IF_TOUCHED = 8
 
 
 class TimeInForce(IntEnum):
@@ -53,6 +55,10 @@ class OrderStatus(IntEnum):
     FILLED = 5
     CANCELED = 6
     EXPIRED = 7
+    TRIGGERED = 8  # a stop or touch order's trigger fired; it now works as market or limit
+    AMENDED = 9  # a modify reached the venue and took effect
+    CANCEL_REJECTED = 10  # a cancel reached the venue too late (order already done)
+    MODIFY_REJECTED = 11
 
 
 class RiskAction(IntEnum):
