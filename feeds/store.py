@@ -280,3 +280,96 @@ def read_symbol_specs(root: str | Path) -> dict[str, dict[str, float]]:
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected an object mapping symbol -> spec")
     return {sym: _validate_spec(sym, spec, str(path)) for sym, spec in sorted(raw.items())}
+
+
+# --------------------------------------------------------------------------------------------
+# Tick data: ROOT/<kind>/<SYMBOL>/<YYYY-MM-DD>.parquet, one file per UTC day of ts.
+
+TICK_KINDS = ("depth_updates", "trades", "book_tops")
+DAY_RE = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])")
+DAY_FILE_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9].parquet"
+
+
+def tick_dir(root: str | Path, kind: str, symbol: str) -> Path:
+    """Folder holding one symbol's daily files of tick ``kind`` (depth_updates, trades, book_tops)."""
+    if kind not in TICK_KINDS:
+        raise DataError(f"unknown tick kind {kind!r}: expected one of {list(TICK_KINDS)}")
+    return Path(root) / kind / validate_symbol(symbol)
+
+
+def _merge_ticks(path: Path, kind: str, new: pa.Table) -> pa.Table:
+    """Merge ``new`` ticks into the day file at ``path``.
+
+    Ticks have no key (many rows share a ts), so rows cannot be matched one by one as bars are.
+    Rewriting the same rows is a no-op; rows whose ts range lies wholly before or after the
+    stored range are merged in (stable sort by ts, so rows of equal ts keep their order); any
+    other overlap is refused rather than guessed at.
+    """
+    old = conform(open_parquet(path).read(), kind, str(path))
+    if old.equals(new):
+        return old
+    if old.num_rows and new.num_rows:
+        old_ts, new_ts = ts_numpy(old.column("ts")), ts_numpy(new.column("ts"))
+        if not (new_ts[-1] < old_ts[0] or new_ts[0] > old_ts[-1]):
+            raise DataError(
+                f"{path}: new {kind} rows ({format_ts(int(new_ts[0]))} .. "
+                f"{format_ts(int(new_ts[-1]))}) overlap the stored rows "
+                f"({format_ts(int(old_ts[0]))} .. {format_ts(int(old_ts[-1]))}) and differ from "
+                f"them; refusing to overwrite"
+            )
+    merged = pa.concat_tables([old, new])
+    order = np.argsort(ts_numpy(merged.column("ts")), kind="stable")
+    return merged.take(pa.array(order)).combine_chunks()
+
+
+def write_ticks(root: str | Path, kind: str, symbol: str, table: pa.Table) -> list[Path]:
+    """Conform ``table`` to ``kind`` and write it as one file per UTC day of ts; returns the files.
+
+    Rows keep their order (ts must already be non-decreasing, as :func:`conform` requires).
+    An existing day file is merged with the new rows: the same rows again are a no-op, rows
+    wholly before or after the stored ones are added, and any other overlap raises DataError.
+    Files are written atomically and deterministically (:data:`WRITER_OPTIONS`).
+
+    A day file of ``depth_updates`` is only a slice of the update stream: rebuilding a book
+    needs the day holding the snapshot rows and every day after it.
+    """
+    tdir = tick_dir(root, kind, symbol)
+    ticks = conform(table, kind, f"write_ticks({kind}, {symbol})").combine_chunks()
+    if ticks.num_rows == 0:
+        return []
+    days = ts_numpy(ticks.column("ts")).astype("datetime64[ns]").astype("datetime64[D]")
+    cuts = [0, *(np.flatnonzero(days[1:] != days[:-1]) + 1).tolist(), len(days)]
+    written: list[Path] = []
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+        path = tdir / f"{days[lo]}.parquet"
+        part = ticks.slice(lo, hi - lo)
+        if path.exists():
+            part = _merge_ticks(path, kind, part)
+        write_parquet_atomic(part, path)
+        written.append(path)
+    return written
+
+
+def tick_files(root: str | Path, kind: str, symbol: str) -> list[Path]:
+    """One symbol's daily files of tick ``kind``, sorted by day; [] when there are none."""
+    tdir = tick_dir(root, kind, symbol)
+    if not tdir.is_dir():
+        return []
+    return sorted(f for f in tdir.glob(DAY_FILE_GLOB) if DAY_RE.fullmatch(f.stem))
+
+
+def read_ticks(root: str | Path, kind: str, symbol: str) -> pa.Table:
+    """All of one symbol's ticks of ``kind``, day files joined in order and conformed.
+
+    DataError when there is no file, or when a file is unreadable or breaks the schema or the
+    time order (also across files).
+    """
+    files = tick_files(root, kind, symbol)
+    if not files:
+        raise DataError(
+            f"no {kind} for {symbol!r}: no day files under {tick_dir(root, kind, symbol)}"
+        )
+    parts = [conform(open_parquet(f).read(), kind, str(f)) for f in files]
+    return conform(
+        pa.concat_tables(parts), kind, str(tick_dir(root, kind, symbol))
+    ).combine_chunks()
