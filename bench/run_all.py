@@ -218,6 +218,73 @@ def bench_memory(small: int) -> None:
     print(f"  10x history: peak RSS x{peaks[1] / peaks[0]:.3f} ({peaks[1] - peaks[0]:+.0f} MB)")
 
 
+L2_DATA = ROOT.parent / "shared" / "data" / "crypto" / "ws_recordings" / "hftbacktest"
+L2_TICKS = {"BTCUSDT": 0.1, "ETHUSDT": 0.01, "BTCUSD_PERP": 0.1}
+
+
+def bench_l2(repeat: int) -> None:
+    """Real Binance L2 recordings (depth diffs, trades, book tops) through the book.
+
+    An event is one market message (a depth diff of any size, a trade, a book
+    top). Baseline: the same messages through the book with no orders of ours.
+    The measured case runs QuotingStrategy (a bid and an ask at the best prices,
+    moved with every 1-tick move of the best price), so queue positions, fills,
+    modifies and the strategy's callbacks are all in the loop.
+    """
+    from tickray.engine.book import L2Book
+    from tickray.engine.instruments import SymbolSpec
+    from tickray.engine.l2venue import L2Venue
+    from tickray.engine.quoting import QuotingStrategy
+    from tickray.feeds.l2events import recording_events
+    from tickray.feeds.recordings import read_binance_recording
+
+    files = sorted(L2_DATA.glob("*.ws.gz"))
+    if not files:
+        print(f"l2: skipped, no recordings at {L2_DATA}")
+        return
+    batches = []
+    for path in files:
+        rec = read_binance_recording(path)
+        spot = "_spot_" in path.name
+        tick = 0.01 if spot and rec.symbol == "BTCUSDT" else L2_TICKS[rec.symbol]
+        batches.append((rec.symbol, tick, recording_events(rec)))
+    began = time.perf_counter()
+    warm = L2Venue(SymbolSpec("X", tick_size=0.1, step_size=0.001))
+    warm.attach(QuotingStrategy(0.001), wake_ticks=1)
+    first = batches[0][2]
+    warm.run(first.slice(0, int(first.end[:5000].nonzero()[0][-1]) + 1))
+    print(f"l2: numba compile or cache load {time.perf_counter() - began:.2f} s (not timed below)")
+    messages = sum(ev.messages for _, _, ev in batches)
+    fills = wakes = 0
+    base_s = run_s = 0.0
+    with PeakRss() as rss:
+        for _ in range(repeat):
+            for _sym, tick, ev in batches:
+                t0 = time.perf_counter()
+                L2Book(tick, 0.001).apply(ev)
+                base_s += time.perf_counter() - t0
+            for sym, tick, ev in batches:
+                v = L2Venue(SymbolSpec(sym, tick_size=tick, step_size=0.001))
+                strat = QuotingStrategy(0.01, max_position=0.05)
+                v.attach(strat, wake_ticks=1)
+                t0 = time.perf_counter()
+                v.run(ev)
+                run_s += time.perf_counter() - t0
+                fills += len(v.fills)
+                wakes += strat.wakes
+    n = messages * repeat
+    base_rate, rate = n / base_s, n / run_s
+    print(
+        f"l2 book only: {n:,} events in {base_s:.2f} s = {base_rate:,.0f} events/s "
+        f"({len(batches)} recordings x {repeat})"
+    )
+    print(
+        f"l2 quoting strategy: {n:,} events in {run_s:.2f} s = {rate:,.0f} events/s, "
+        f"peak RSS {rss.peak / 2**20:.0f} MB = {rate / base_rate:.2f}x book only"
+    )
+    print(f"  ({fills:,} fills, {wakes:,} strategy wake-ups)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller cases (a smoke run)")
@@ -228,10 +295,12 @@ def main() -> int:
         return 0
     print(f"tickray bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
     if args.quick:
+        bench_l2(1)
         bench_inprocess(100_000)
         bench_ray(10, 3, quick=True)
         bench_memory(20_000)
     else:
+        bench_l2(5)
         bench_inprocess(1_000_000)
         bench_ray(100, 30, quick=False)
         bench_memory(100_000)

@@ -140,6 +140,9 @@ class L2Venue(Venue):
                 woke = self._advance_to(stop) or woke
             if woke:
                 self._wake()
+                nxt = self.next_action_ts()
+                if nxt is not None and nxt <= self.now and (i >= n or ev.ts[i] > self.now):
+                    self.run_actions(self.now)  # zero latency: no need to re-enter the loop
             if why == RET_END:
                 break
         return i

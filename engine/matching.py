@@ -106,6 +106,7 @@ class Venue:
         self.hours = hours
         self.now = 0
         self.orders: dict[int, SimOrder] = {}
+        self._reducing: dict[int, SimOrder] = {}  # open reduce-only orders
         self._next_id = 1
         self._next_fill = 1
         self._seq = 0
@@ -299,6 +300,11 @@ class Venue:
 
     def _set(self, o: SimOrder, status: OrderStatus, ts: int, reason: str) -> None:
         o.status = status
+        if o.req.reduce_only:
+            if o.is_open:
+                self._reducing[o.order_id] = o
+            else:
+                self._reducing.pop(o.order_id, None)
         self._emit(o, status, ts, reason)
 
     def _emit(self, o: SimOrder, status: OrderStatus, ts: int, reason: str) -> None:
@@ -335,9 +341,13 @@ class Venue:
             self._push(o.req.expire_ts, _Act.EXPIRE, o.order_id, None)
         if not o.held:
             why = self._reduce_only_check(o)
-            if not why and o.req.post_only and o.price is not None:
-                if self._would_take(o.side, o.price):
-                    why = "post-only order would take liquidity"
+            if (
+                not why
+                and o.req.post_only
+                and o.price is not None
+                and self._would_take(o.side, o.price)
+            ):
+                why = "post-only order would take liquidity"
             if why:
                 self._close(o, OrderStatus.REJECTED, ts, why)
                 return
@@ -472,8 +482,10 @@ class Venue:
         self._positions.append(self.position)
 
     def _trim_reduce_only(self, ts: int, skip: int) -> None:
-        for o in self.orders.values():
-            if o.order_id == skip or not o.is_open or o.held or not o.req.reduce_only:
+        if not self._reducing:
+            return
+        for o in list(self._reducing.values()):
+            if o.order_id == skip or not o.is_open or o.held:
                 continue
             pos = self.position
             if pos == 0 or (pos > 0) == (o.side == Side.BUY):

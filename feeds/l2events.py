@@ -1,0 +1,119 @@
+"""Recorded depth, trades and book tops merged into the engine's MarketEvents, in arrival order.
+
+The three canonical tables of a recording (:mod:`tickray.feeds.recordings`)
+carry the file line of every row. Merged by line, they replay exactly the order
+in which a live client received them. The synced depth starts with the REST
+snapshot; diffs that arrived before the snapshot but are newer than it are
+replayed right after it (at the snapshot's line). Trades and tops received
+before the snapshot are dropped: there is no book to match them against yet.
+
+``depth=False`` leaves the diffs out, for replaying a book built from tops and
+trades only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from tickray.engine.book import CLEAR, DEPTH, TOP, TRADE, MarketEvents
+from tickray.feeds.recordings import Recording
+from tickray.feeds.schemas import DataError, ts_numpy
+
+
+def _np(col: pa.ChunkedArray) -> npt.NDArray[np.generic]:
+    return np.asarray(col.to_numpy(zero_copy_only=False))
+
+
+def recording_events(rec: Recording, *, depth: bool = True, tops: bool = True) -> MarketEvents:
+    """The recording as one MarketEvents batch (see the module doc)."""
+    d, tr, tp = rec.depth, rec.trades, rec.tops
+    snap = _np(d["is_snapshot"]).astype(bool) if d.num_rows else np.zeros(0, dtype=bool)
+    if depth and not snap.any():
+        raise DataError(f"{rec.source}: no depth snapshot to start the book from")
+    start_line = int(rec.depth_line[np.flatnonzero(snap)[0]]) if depth else -1
+    parts: list[tuple[npt.NDArray[np.int64], MarketEvents]] = []
+    if depth:
+        line = np.maximum(rec.depth_line.astype(np.int64), start_line)
+        end = np.ones(len(line), dtype=bool)
+        end[:-1] = rec.depth_line[:-1] != rec.depth_line[1:]
+        uid = _np(d["last_update_id"]).astype(np.int64)
+        first = int(np.flatnonzero(snap)[0])
+        clear = MarketEvents(
+            np.array([ts_numpy(d["ts"])[first]], dtype=np.int64),
+            np.array([CLEAR], dtype=np.int8),
+            np.zeros(1, dtype=np.int8),
+            np.zeros(1),
+            np.zeros(1),
+            np.array([uid[first]], dtype=np.int64),
+            np.zeros(1, dtype=bool),
+        )
+        parts.append((np.array([start_line], dtype=np.int64), clear))
+        rows = slice(first, None)
+        parts.append(
+            (
+                line[rows],
+                MarketEvents(
+                    ts_numpy(d["ts"])[rows],
+                    np.full(len(line) - first, DEPTH, dtype=np.int8),
+                    _np(d["side"]).astype(np.int8)[rows],
+                    _np(d["price"]).astype(np.float64)[rows],
+                    _np(d["qty"]).astype(np.float64)[rows],
+                    uid[rows],
+                    end[rows],
+                ),
+            )
+        )
+    keep = rec.trades_line > start_line
+    buyer_maker = _np(tr["is_buyer_maker"]).astype(bool)
+    parts.append(
+        (
+            rec.trades_line[keep].astype(np.int64),
+            MarketEvents(
+                ts_numpy(tr["ts"])[keep],
+                np.full(int(keep.sum()), TRADE, dtype=np.int8),
+                np.where(buyer_maker, -1, 1).astype(np.int8)[keep],
+                _np(tr["price"]).astype(np.float64)[keep],
+                _np(tr["qty"]).astype(np.float64)[keep],
+                _np(tr["trade_id"]).astype(np.int64)[keep],
+                np.ones(int(keep.sum()), dtype=bool),
+            ),
+        )
+    )
+    if tops:
+        keep = rec.tops_line > start_line
+        n = int(keep.sum())
+        price = np.empty(2 * n)
+        qty = np.empty(2 * n)
+        price[0::2] = _np(tp["bid_price"])[keep]
+        price[1::2] = _np(tp["ask_price"])[keep]
+        qty[0::2] = _np(tp["bid_qty"])[keep]
+        qty[1::2] = _np(tp["ask_qty"])[keep]
+        ids = _np(tp["update_id"])[keep]
+        uid = np.where(np.isnan(ids.astype(np.float64)), -1, ids).astype(np.int64)
+        parts.append(
+            (
+                np.repeat(rec.tops_line[keep].astype(np.int64), 2),
+                MarketEvents(
+                    np.repeat(ts_numpy(tp["ts"])[keep], 2),
+                    np.full(2 * n, TOP, dtype=np.int8),
+                    np.tile(np.array([1, -1], dtype=np.int8), n),
+                    price,
+                    qty,
+                    np.repeat(uid, 2),
+                    np.tile(np.array([False, True]), n),
+                ),
+            )
+        )
+    lines = np.concatenate([p[0] for p in parts])
+    group = np.concatenate([np.full(len(p[0]), k, dtype=np.int64) for k, p in enumerate(parts)])
+    within = np.concatenate([np.arange(len(p[0]), dtype=np.int64) for p in parts])
+    order = np.lexsort((within, group, lines))
+    cols = [np.concatenate([getattr(p[1], f) for p in parts])[order] for f in MarketEvents._fields]
+    ev = MarketEvents(*cols)
+    ts = ev.ts
+    if len(ts) and (np.diff(ts) < 0).any():
+        ts = np.maximum.accumulate(ts)  # pre-snapshot diffs replayed at the snapshot
+        ev = ev._replace(ts=ts)
+    return ev
