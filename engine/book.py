@@ -969,11 +969,11 @@ class L2Book:
             self.out,
             self.outq,
         )
-        outs = [
-            (int(self.out[k, 0]), int(self.out[k, 1]), int(self.out[k, 2]), float(self.outq[k]))
-            for k in range(nout)
-        ]
-        return int(i), int(why), outs
+        if not nout:
+            return i, why, []
+        rows = self.out[:nout].tolist()
+        qty = self.outq[:nout].tolist()
+        return i, why, [(r[0], r[1], r[2], q) for r, q in zip(rows, qty, strict=True)]
 
     def apply(self, ev: MarketEvents) -> None:
         """Apply a whole batch with no orders of ours (rebuilding a book, tests, warm-up)."""

@@ -90,6 +90,7 @@ class L2Venue(Venue):
         self.strategy: TickStrategy | None = None
         self.timer_ns = 0
         self.wake_ticks = 0
+        self.wake_on_fill = True
         self._next_timer = _NEVER
         self._started = False
         self._window = impact_window_ns
@@ -100,13 +101,22 @@ class L2Venue(Venue):
         self.book.wake_on_move(1)  # stop at the first message that leaves a two-sided book
 
     # -- the strategy ---------------------------------------------------------------------
-    def attach(self, strategy: TickStrategy, *, timer_ns: int = 0, wake_ticks: int = 0) -> None:
-        """Call ``strategy.on_wake`` every ``timer_ns`` and when the best price moves ``wake_ticks``."""
+    def attach(
+        self,
+        strategy: TickStrategy,
+        *,
+        timer_ns: int = 0,
+        wake_ticks: int = 0,
+        wake_on_fill: bool = True,
+    ) -> None:
+        """Call ``strategy.on_wake`` every ``timer_ns``, when the best price moves
+        ``wake_ticks``, and (``wake_on_fill``) after fills and triggers of its orders."""
         if timer_ns < 0 or wake_ticks < 0:
             raise ValueError("timer_ns and wake_ticks must be >= 0")
         self.strategy = strategy
         self.timer_ns = timer_ns
         self.wake_ticks = wake_ticks
+        self.wake_on_fill = wake_on_fill
 
     # -- replay -------------------------------------------------------------------------
     def run(self, ev: MarketEvents, until: int = _NEVER) -> int:
@@ -131,9 +141,11 @@ class L2Venue(Venue):
             i = j
             if not self._started and book.best_bid_tick() is not None:
                 self._start()
-            for slot, kind, tick, qty in outs:
-                self._settle(slot, kind, tick, qty)
-            woke = why == RET_WAKE or bool(outs)
+            # name each output's order now: settling one may free a slot another reuses
+            owners = [self._slots.get(slot) for slot, _, _, _ in outs]
+            for oid, (slot, kind, tick, qty) in zip(owners, outs, strict=True):
+                self._settle(oid, slot, kind, tick, qty)
+            woke = why == RET_WAKE or (bool(outs) and self.wake_on_fill)
             if why == RET_TIME:
                 if stop == until and (nxt is None or nxt > until) and self._next_timer > until:
                     break
@@ -204,11 +216,14 @@ class L2Venue(Venue):
         return max(self._window_volume, 0.0), self._vol.value
 
     # -- kernel outputs -----------------------------------------------------------------
-    def _settle(self, slot: int, kind: int, tick: int, qty: float) -> None:
-        oid = self._slots.get(slot)
+    def _settle(self, oid: int | None, slot: int, kind: int, tick: int, qty: float) -> None:
+        """Book one kernel output for order ``oid``, unless it ended meanwhile (an OCO sibling
+        filled by the same market event: at most one member of a group fills)."""
         if oid is None:
             return
         o = self.orders[oid]
+        if not o.is_open or o.slot != slot:
+            return
         ts = self.now
         if kind == OUT_FILL:
             left = self.book.slot_left(slot)

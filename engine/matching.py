@@ -101,12 +101,18 @@ class Venue:
         self.fees = fees or Fees()
         self.latency: LatencyModel = latency or ConstantLatency()
         self.impact: ImpactModel = impact or NoImpact()
+        self._no_impact = isinstance(self.impact, NoImpact)
+        self._zero_latency = isinstance(self.latency, ConstantLatency) and not any(
+            self.latency.draw(k) for k in LatencyKind
+        )
         self.rules = rules or OrderRules()
         self.calendar = calendar
         self.hours = hours
         self.now = 0
         self.orders: dict[int, SimOrder] = {}
         self._reducing: dict[int, SimOrder] = {}  # open reduce-only orders
+        self._open: dict[int, SimOrder] = {}  # orders not yet ended
+        self._notes: dict[int, str] = {}  # reasons for ACCEPTED updates, by order id
         self._next_id = 1
         self._next_fill = 1
         self._seq = 0
@@ -123,10 +129,28 @@ class Venue:
         self.new_fills: list[Fill] = []  # since the strategy last looked
 
     # -- commands (issued at ``now``) ---------------------------------------------------
-    def submit(self, req: OrderRequest, *, parent: int = 0) -> int:
-        """Place an order; returns its id. Rule violations are rejected with a reason."""
-        oid = self._next_id
-        self._next_id += 1
+    def submit(
+        self,
+        req: OrderRequest,
+        *,
+        parent: int = 0,
+        order_id: int | None = None,
+        announce: bool = True,
+        note: str = "",
+    ) -> int:
+        """Place an order; returns its id. Rule violations are rejected with a reason.
+
+        ``order_id`` keeps an id given upstream (an approved intent's);
+        ``announce=False`` skips the SUBMITTED update when upstream already sent one;
+        ``note`` is the reason its ACCEPTED update carries (a resize by the risk check).
+        """
+        if order_id is None:
+            oid = self._next_id
+        elif order_id in self.orders:
+            raise OrderError(f"order id {order_id} is already in use")
+        else:
+            oid = order_id
+        self._next_id = max(self._next_id, oid) + 1
         o = SimOrder(oid, req, req.qty, req.price, req.stop_price, self.now)
         self.orders[oid] = o
         reason = self._apply_rules(o)
@@ -142,10 +166,16 @@ class Venue:
             p = self.orders.get(parent)
             if p is None:
                 raise OrderError(f"parent order {parent} is unknown")
+            if not p.is_open and p.filled == 0:
+                self._set(o, OrderStatus.REJECTED, self.now, f"parent {parent} is {p.status.name}")
+                return oid
             o.parent = parent
             o.held = True
             p.children.append(oid)
-        self._set(o, OrderStatus.SUBMITTED, self.now, "")
+        if note:
+            self._notes[oid] = note
+        if announce:
+            self._set(o, OrderStatus.SUBMITTED, self.now, "")
         self._schedule(LatencyKind.SUBMIT, _Act.ARRIVE, oid, None)
         return oid
 
@@ -223,10 +253,23 @@ class Venue:
             raise OrderError("modify needs a price, a qty or a stop_price")
         self._schedule(LatencyKind.MODIFY, _Act.MODIFY, order_id, (price, qty, stop_price))
 
+    def cancel_now(self, order_id: int, ts: int, reason: str) -> None:
+        """Cancel at once, with no latency (the end of a run, a risk flatten)."""
+        o = self.orders.get(order_id)
+        if o is not None and o.is_open:
+            self._close(o, OrderStatus.CANCELED, ts, reason)
+
     def open_orders(self) -> list[SimOrder]:
-        return [o for o in self.orders.values() if o.is_open]
+        """Orders not yet ended, in submission order."""
+        return list(self._open.values())
 
     # -- outputs ------------------------------------------------------------------------
+    def take_events(self) -> tuple[list[Fill], list[float], list[float], list[OrderUpdate]]:
+        """Fills (with their realised PnL and position after) and updates since the last take."""
+        out = (self.fills, self._realized, self._positions, self.updates)
+        self.fills, self.updates, self._realized, self._positions = [], [], [], []
+        return out
+
     def drain(self) -> tuple[FillBatch, UpdateBatch]:
         """Fills and order updates since the last drain, as batches."""
         fills = fill_batch(self.fills, self._realized, self._positions)
@@ -236,6 +279,9 @@ class Venue:
 
     # -- time ---------------------------------------------------------------------------
     def _schedule(self, kind: LatencyKind, act: _Act, oid: int, payload: Any) -> None:
+        if self._zero_latency:
+            self._push(self.now, act, oid, payload)
+            return
         lat = self.latency.draw(LatencyKind.MARKET_DATA) + self.latency.draw(kind)
         self._push(self.now + lat, act, oid, payload)
 
@@ -298,16 +344,24 @@ class Venue:
         o.trail_distance = max(self.spec.tick_size, self.spec.round_price(dist))
         return ""
 
-    def _set(self, o: SimOrder, status: OrderStatus, ts: int, reason: str) -> None:
+    def _set(
+        self, o: SimOrder, status: OrderStatus, ts: int, reason: str, price: float | None = None
+    ) -> None:
         o.status = status
+        if o.is_open:
+            self._open[o.order_id] = o
+        else:
+            self._open.pop(o.order_id, None)
         if o.req.reduce_only:
             if o.is_open:
                 self._reducing[o.order_id] = o
             else:
                 self._reducing.pop(o.order_id, None)
-        self._emit(o, status, ts, reason)
+        self._emit(o, status, ts, reason, price)
 
-    def _emit(self, o: SimOrder, status: OrderStatus, ts: int, reason: str) -> None:
+    def _emit(
+        self, o: SimOrder, status: OrderStatus, ts: int, reason: str, price: float | None = None
+    ) -> None:
         self.updates.append(
             OrderUpdate(
                 self.symbol,
@@ -318,7 +372,7 @@ class Venue:
                 o.req.order_type,
                 o.qty,
                 o.filled,
-                o.price,
+                o.price if price is None else price,
                 reason,
             )
         )
@@ -326,6 +380,7 @@ class Venue:
     def _arrive(self, o: SimOrder, ts: int) -> None:
         if not o.is_open:
             return
+        o.arrived = True
         if self.calendar is not None:
             when, why = gate(self.calendar, ts, self.hours)
             if when is None:
@@ -351,7 +406,7 @@ class Venue:
             if why:
                 self._close(o, OrderStatus.REJECTED, ts, why)
                 return
-        self._set(o, OrderStatus.ACCEPTED, ts, "")
+        self._set(o, OrderStatus.ACCEPTED, ts, self._notes.pop(o.order_id, ""))
         if not o.held:
             self._activate(o, ts)
 
@@ -426,7 +481,7 @@ class Venue:
         qty = spec.round_qty(min(qty, o.remaining))
         if qty <= 0:
             return
-        if liq == Liquidity.TAKER:
+        if liq == Liquidity.TAKER and not self._no_impact:
             price = self._impacted(o.side, qty, price, ts)
         rate = self.fees.taker if liq == Liquidity.TAKER else self.fees.maker
         fee = round(qty * price * rate, 8)
@@ -442,7 +497,8 @@ class Venue:
         done = o.remaining <= spec.step_size * 1e-6
         if done:
             o.filled = o.qty
-        self._set(o, OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED, ts, "")
+        # a fill's update carries that fill's price (the order's limit stays on the order)
+        self._set(o, OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED, ts, "", price)
         for sib in o.oco:
             s = self.orders[sib]
             if s.is_open:
@@ -507,8 +563,8 @@ class Venue:
             if why:
                 self._close(c, OrderStatus.CANCELED, ts, why)
                 continue
-            if c.status is OrderStatus.SUBMITTED:
-                continue  # not yet at the venue: it activates on arrival
+            if not c.arrived or c.status is OrderStatus.SUBMITTED:
+                continue  # not yet accepted at the venue: it activates on arrival
             self._activate(c, ts)
 
     def _close(self, o: SimOrder, status: OrderStatus, ts: int, reason: str) -> None:
@@ -529,22 +585,22 @@ class Venue:
                         self._close(c, OrderStatus.CANCELED, ts, f"parent {o.order_id} ended")
 
     def _cancel(self, o: SimOrder | None, oid: int, ts: int) -> None:
-        if o is None or o.status is OrderStatus.SUBMITTED and not o.held:
-            self.updates.append(_unknown(self.symbol, oid, ts, OrderStatus.CANCEL_REJECTED, o))
-            return
-        if not o.is_open:
+        if o is not None and not o.is_open:
             self._emit(o, OrderStatus.CANCEL_REJECTED, ts, f"order is already {o.status.name}")
+            return
+        if o is None or not o.arrived:
+            self.updates.append(_unknown(self.symbol, oid, ts, OrderStatus.CANCEL_REJECTED, o))
             return
         self._close(o, OrderStatus.CANCELED, ts, "canceled")
 
     def _modify(
         self, o: SimOrder | None, oid: int, ts: int, payload: tuple[float | None, ...]
     ) -> None:
-        if o is None or o.status is OrderStatus.SUBMITTED and not o.held:
-            self.updates.append(_unknown(self.symbol, oid, ts, OrderStatus.MODIFY_REJECTED, o))
-            return
-        if not o.is_open:
+        if o is not None and not o.is_open:
             self._emit(o, OrderStatus.MODIFY_REJECTED, ts, f"order is already {o.status.name}")
+            return
+        if o is None or not o.arrived:
+            self.updates.append(_unknown(self.symbol, oid, ts, OrderStatus.MODIFY_REJECTED, o))
             return
         price, qty, stop = payload
         spec, rules = self.spec, self.rules

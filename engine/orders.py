@@ -221,6 +221,7 @@ class SimOrder:
     children: list[int] = field(default_factory=list)  # OTO: released when we are filled
     parent: int = 0  # held until this order is filled (0: none)
     held: bool = False
+    arrived: bool = False  # reached the venue (modifies and cancels can find it)
 
     @property
     def side(self) -> Side:
