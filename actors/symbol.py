@@ -18,6 +18,7 @@ from tickray.engine.config import RunConfig
 from tickray.engine.events import EMPTY_FILLS, Inbox, Outbox, update_batch
 from tickray.engine.strategies import make_strategy
 from tickray.engine.symbol import SymbolSim
+from tickray.feeds.calendars import calendar_for
 from tickray.feeds.replay import BarCursor
 
 _NO_TS = np.empty(0, dtype=np.int64)
@@ -29,6 +30,9 @@ class SymbolActor:
 
     def __init__(self, config: RunConfig, symbols: Sequence[str], t0: int) -> None:
         interval = format_duration(config.interval_ns)
+        hours = calendar_for(config.execution.calendar)
+        # 24/7: nothing to check, so the fill path stays free of calendar lookups
+        calendar = None if hours.is_always_open else hours
         self.sims: dict[str, SymbolSim] = {}
         for s in symbols:
             cursor = BarCursor(
@@ -50,6 +54,8 @@ class SymbolActor:
                 allocation=config.allocation,
                 budget=config.budget,
                 self_approve=config.approval == "symbol",
+                execution=config.execution,
+                calendar=calendar,
             )
 
     def step(self, until: int, inboxes: Sequence[Inbox], symbols: Sequence[str]) -> list[Outbox]:

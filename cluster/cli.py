@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from tickray.engine.clock import duration_ns, iso, parse_time
-from tickray.engine.config import AccountConfig, ConfigError, RunConfig, StrategyConfig
+from tickray.engine.config import (
+    AccountConfig,
+    ConfigError,
+    ExecutionConfig,
+    RunConfig,
+    StrategyConfig,
+)
 from tickray.engine.instruments import SymbolSpec
 from tickray.engine.strategies import ParamError
 
@@ -123,6 +129,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         end_ns=end,
         strategy=StrategyConfig(strategy, params),
         account=AccountConfig(initial_cash=args.cash, taker_fee=args.fee, allow_short=allow_short),
+        execution=_execution(args),
         specs=specs,
         sync_ns=duration_ns(args.sync) if args.sync else 0,
         position_fraction=args.fraction,
@@ -173,6 +180,26 @@ def cmd_import_klines(args: argparse.Namespace) -> int:
     return 0
 
 
+def _execution(args: argparse.Namespace) -> ExecutionConfig:
+    impact = None
+    if args.impact:
+        try:
+            impact = json.loads(args.impact)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"--impact: not JSON ({e.msg}): {args.impact!r}") from None
+        if not isinstance(impact, dict):
+            raise UsageError(f"--impact: expected a JSON object, got {args.impact!r}")
+    return ExecutionConfig(
+        spread_bps=args.spread_bps,
+        participation=args.participation,
+        maker_fee=args.maker_fee,
+        impact=impact,
+        rules=args.rules,
+        calendar=args.calendar,
+        hours=args.hours,
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tickray", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -203,6 +230,22 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--fraction", type=float, default=0.9, help="share of each symbol's allocation")
     b.add_argument(
         "--allow-short", action=argparse.BooleanOptionalAction, default=None, help="margin shorts"
+    )
+    b.add_argument(
+        "--spread-bps", type=float, default=0.0, help="assumed spread; market orders pay half"
+    )
+    b.add_argument(
+        "--participation", type=float, help="max share of a bar's volume our fills take (0-1]"
+    )
+    b.add_argument("--maker-fee", type=float, help="maker fee rate (default: the taker fee)")
+    b.add_argument(
+        "--impact",
+        help='impact model as JSON, e.g. \'{"model": "sqrt", "coef": 1, "decay": "60s"}\'',
+    )
+    b.add_argument("--rules", choices=("round", "reject"), default="round", help="off-grid orders")
+    b.add_argument("--calendar", default="24/7", help="trading hours: 24/7 | NYSE")
+    b.add_argument(
+        "--hours", choices=("wait", "reject"), default="wait", help="orders outside the hours"
     )
     b.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")

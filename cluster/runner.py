@@ -15,8 +15,9 @@ from tickray.actors.backends import make_backend
 from tickray.actors.clock import Clock, ClockStats, stderr_progress
 from tickray.actors.recorder import Recorder, read_column
 from tickray.engine.clock import floor_to, format_duration, iso
-from tickray.engine.config import RunConfig
+from tickray.engine.config import ConfigError, RunConfig
 from tickray.engine.metrics import compute_metrics
+from tickray.feeds.calendars import calendar_for
 from tickray.feeds.schemas import DataError
 from tickray.feeds.store import bar_files, data_range
 
@@ -37,6 +38,10 @@ def check_inputs(config: RunConfig) -> None:
     Reads only file statistics; the message names the symbol, the folder or the window.
     """
     interval = format_duration(config.interval_ns)
+    try:
+        calendar_for(config.execution.calendar)
+    except ValueError as e:
+        raise ConfigError(f"execution.calendar: {e}") from None
     for s in config.symbols:
         bar_files(config.data_root, interval, s)
         first, last = data_range(config.data_root, interval, s)

@@ -37,6 +37,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import numpy.typing as npt
+
 from tickray.engine.calendar import Calendar
 from tickray.engine.events import Liquidity, OrderStatus, OrderType, Side, TimeInForce
 from tickray.engine.impact import EwmaVolatility, ImpactModel
@@ -86,6 +89,9 @@ class BarVenue(Venue):
         self.spread_bps = spread_bps
         self.spread_ticks = spread_ticks
         self.participation = participation
+        self._plain = (
+            spread_bps == 0 and spread_ticks == 0 and participation is None and self._no_impact
+        )
         self.working: list[SimOrder] = []  # orders at the venue, in arrival order
         self._first_bar: dict[int, bool] = {}  # order id -> still before its first bar
         self._peak: dict[int, float] = {}  # trailing orders: best price since arrival
@@ -105,11 +111,16 @@ class BarVenue(Venue):
         """
         self.run_actions(ts)
         self.now = max(self.now, ts)
+        if self.calendar is not None and not self.calendar.is_open(ts):
+            self.last_close = c  # a bar outside trading hours fills nothing
+            return
         self._volume = v
         if self.participation is None:
             self._budget = math.inf
         else:
             self._budget = self.spec.floor_qty(self.participation * v)
+        if self.working and self._plain:
+            self._plain_market_orders(ts, o)
         if self.working:
             x1, x2 = (h, low) if h - o <= o - low else (low, h)
             third = self.interval // 3
@@ -128,8 +139,30 @@ class BarVenue(Venue):
                 todo = self._released
             self._released = None
         self.working = [w for w in self.working if w.is_open]
-        self._vol.update(c)
+        if not self._no_impact:
+            self._vol.update(c)
         self.last_close = c
+
+    def _plain_market_orders(self, ts: int, o: float) -> None:
+        """With no spread, cap or impact a market order without exits fills whole at the open:
+        what :meth:`_process` would do, without walking the path (the common bar-backtest case)."""
+        for order in self.working:
+            if (
+                order.is_open
+                and not order.held
+                and not order.children
+                and order.current_type() is OrderType.MARKET
+            ):
+                self._first_bar.pop(order.order_id, None)
+                self._fill(order, order.remaining, o, Liquidity.TAKER, ts)
+        self.working = [w for w in self.working if w.is_open]
+
+    def observe(self, closes: npt.NDArray[np.float64]) -> None:
+        """Bars this venue was not asked to process (no working orders): their closes
+        still feed the volatility the impact model uses."""
+        if len(closes):
+            self._vol.update_many(closes)
+            self.last_close = float(closes[-1])
 
     def _impact_inputs(self) -> tuple[float, float]:
         return self._volume, self._vol.value
@@ -223,15 +256,17 @@ class BarVenue(Venue):
 
     def _taker(self, o: SimOrder, price: float, ts: int, rest: _Path) -> None:
         hs = self._half_spread(price)
-        px = price + hs if o.side == Side.BUY else price - hs
-        px = self._round_adverse(o.side, px)
+        px = price
+        if hs:  # a price we made up goes to the tick, against us; the market's own stays
+            px = self._round_adverse(o.side, price + hs if o.side == Side.BUY else price - hs)
         if o.current_type() is not OrderType.MARKET and o.price is not None:
             px = min(px, o.price) if o.side == Side.BUY else max(px, o.price)
         self._fill_capped(o, px, Liquidity.TAKER, ts, rest)
 
     def _fill_capped(self, o: SimOrder, price: float, liq: Liquidity, ts: int, rest: _Path) -> None:
-        qty = min(o.remaining, self._budget)
-        qty = self.spec.floor_qty(qty)
+        qty = o.remaining
+        if qty > self._budget:
+            qty = self.spec.floor_qty(self._budget)
         if qty <= 0:
             return
         if self._budget != math.inf:

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from tickray.engine.impact import impact_from_spec
 from tickray.engine.instruments import SymbolSpec
 from tickray.engine.strategies import make_strategy
 
@@ -41,6 +42,62 @@ class AccountConfig:
         _fraction("account.taker_fee", self.taker_fee)
         _nonneg("account.short_margin", self.short_margin)
         _fraction("account.price_buffer", self.price_buffer)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionConfig:
+    """How orders fill on bars (see :mod:`tickray.engine.barvenue` for the rules).
+
+    ``spread_bps``: the assumed bid-ask spread as basis points of the price;
+    market orders pay half of it (at least ``spread_ticks`` / 2 ticks).
+    ``participation``: the largest share of a bar's volume our fills may take
+    (None: no cap); the rest fills in later bars. ``maker_fee``: the rate for
+    fills that add liquidity (None: the account's taker fee). ``impact``: an
+    impact model spec (``{"model": "sqrt", "coef": 1.0, "decay": "60s"}``,
+    ``{"model": "linear", "bps": 2}``; None: none). ``rules``: ``"round"``
+    prices and quantities to the symbol's tick and lot, or ``"reject"`` orders
+    off the grid. ``calendar``: the venue's trading hours (``"24/7"``,
+    ``"NYSE"``); ``hours``: orders outside them ``"wait"`` for the open or are
+    ``"reject"``-ed.
+    """
+
+    spread_bps: float = 0.0
+    spread_ticks: int = 0
+    participation: float | None = None
+    maker_fee: float | None = None
+    impact: dict[str, Any] | None = None
+    rules: str = "round"
+    calendar: str = "24/7"
+    hours: str = "wait"
+
+    def __post_init__(self) -> None:
+        _nonneg("execution.spread_bps", self.spread_bps)
+        if not isinstance(self.spread_ticks, int) or self.spread_ticks < 0:
+            raise ConfigError(
+                f"execution.spread_ticks: must be an integer >= 0, got {self.spread_ticks!r}"
+            )
+        if self.participation is not None and not (
+            isinstance(self.participation, int | float) and 0 < self.participation <= 1
+        ):
+            raise ConfigError(
+                f"execution.participation: must be in (0, 1] or none, got {self.participation!r}"
+            )
+        if self.maker_fee is not None and not (
+            isinstance(self.maker_fee, int | float) and -0.01 <= self.maker_fee < 0.1
+        ):
+            raise ConfigError(
+                f"execution.maker_fee: must be in [-0.01, 0.1), got {self.maker_fee!r}"
+            )
+        try:
+            impact_from_spec(self.impact)
+        except ValueError as e:
+            raise ConfigError(f"execution.{e}") from None
+        if self.rules not in ("round", "reject"):
+            raise ConfigError(f"execution.rules: must be 'round' or 'reject', got {self.rules!r}")
+        if self.hours not in ("wait", "reject"):
+            raise ConfigError(f"execution.hours: must be 'wait' or 'reject', got {self.hours!r}")
+        if not isinstance(self.calendar, str) or not self.calendar:
+            raise ConfigError(f"execution.calendar: must be a calendar name, got {self.calendar!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +139,7 @@ class RunConfig:
     end_ns: int
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     account: AccountConfig = field(default_factory=AccountConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     specs: dict[str, SymbolSpec] = field(default_factory=dict)
     sync_ns: int = 0
     position_fraction: float = 0.9

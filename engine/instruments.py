@@ -57,12 +57,16 @@ class SymbolSpec:
     def floor_qty(self, qty: float) -> float:
         """Largest whole number of steps not above ``qty`` (for ``qty >= 0``).
 
-        A tolerance of 1e-9 steps absorbs float noise so that ``0.3 / 0.1``
-        counts as three steps, not 2.999...
+        A relative tolerance absorbs float noise so that ``0.3 / 0.1`` counts as
+        three steps, not 2.999..., and so that a quantity already on the grid
+        stays whole however many steps it holds (8.9e10 steps carry ~1e-5 steps of noise).
         """
         if qty <= 0:
             return 0.0
-        steps = math.floor(qty / self.step_size + 1e-9)
+        exact = qty / self.step_size
+        near = round(exact)
+        # the division's own noise is a few ulps of ``exact``: 1e-15 relative covers it
+        steps = near if abs(exact - near) <= 1e-9 + 1e-15 * exact else math.floor(exact)
         return round(steps * self.step_size, self.qty_decimals)
 
     def round_qty(self, qty: float) -> float:

@@ -7,10 +7,13 @@ Time model (all times ns UTC, steps on the epoch-aligned grid of ``sync``):
 * A change of the strategy's target at a bar's close becomes an
   :class:`OrderIntent` stamped with that close time. Intents leave in the
   step's outbox and the portfolio decides at the step's end ``t1``.
-* An approved market order becomes active at ``t1`` and fills at the open of
-  the first bar opening at or after ``t1``, at that open price, paying the
-  taker fee on the fill's notional. With ``sync`` equal to the bar interval
-  this is "signal at bar close, fill at the next bar's open".
+* An approved market order reaches the symbol's :class:`~tickray.engine.barvenue.BarVenue`
+  at ``t1`` and fills at the open of the first bar opening at or after ``t1``,
+  paying the taker fee on the fill's notional. With ``sync`` equal to the bar
+  interval this is "signal at bar close, fill at the next bar's open". The
+  run's :class:`~tickray.engine.config.ExecutionConfig` adds a spread, an
+  impact model, a volume participation cap (partial fills over several bars)
+  and trading hours; with its defaults the fill is the bare open.
 * The mark at a step boundary is the close of the last bar closed at or before it.
 
 ``advance`` may run several steps in one call ("fusing"): it stops at the end
@@ -30,14 +33,14 @@ import numpy as np
 import numpy.typing as npt
 
 from tickray.engine.approval import check_cash
+from tickray.engine.barvenue import BarVenue
+from tickray.engine.calendar import Calendar
 from tickray.engine.clock import ceil_to
-from tickray.engine.config import AccountConfig
+from tickray.engine.config import AccountConfig, ExecutionConfig
 from tickray.engine.events import (
     EMPTY_FILLS,
     EMPTY_UPDATES,
     Fill,
-    Liquidity,
-    Order,
     OrderIntent,
     OrderStatus,
     OrderType,
@@ -50,7 +53,10 @@ from tickray.engine.events import (
     fill_batch,
     update_batch,
 )
+from tickray.engine.impact import NoImpact, impact_from_spec
 from tickray.engine.instruments import SymbolSpec
+from tickray.engine.matching import Fees
+from tickray.engine.orders import OrderRequest, OrderRules
 from tickray.engine.strategies import BarStrategy
 
 I64 = npt.NDArray[np.int64]
@@ -65,7 +71,13 @@ class BarBatch(Protocol):
     @property
     def open(self) -> F64: ...
     @property
+    def high(self) -> F64: ...
+    @property
+    def low(self) -> F64: ...
+    @property
     def close(self) -> F64: ...
+    @property
+    def volume(self) -> F64: ...
 
 
 class BarSource(Protocol):
@@ -79,7 +91,7 @@ class SimulationError(RuntimeError):
 
 
 class SymbolSim:
-    """Strategy, order manager and bar fill model of one symbol (pure, no I/O)."""
+    """Strategy, order manager and bar venue of one symbol (pure, no I/O)."""
 
     def __init__(
         self,
@@ -94,6 +106,8 @@ class SymbolSim:
         allocation: float,
         budget: float = 0.0,
         self_approve: bool = False,
+        execution: ExecutionConfig | None = None,
+        calendar: Calendar | None = None,
     ) -> None:
         self.spec = spec
         self.symbol = spec.symbol
@@ -111,17 +125,30 @@ class SymbolSim:
         self.flow = 0.0  # cash flow of this symbol's fills, fees included
         self.pending_cash = 0.0  # cash estimates of self-approved unfilled orders
         self._estimates: dict[int, float] = {}
-        self.avg_price = 0.0  # average cost of the open position
-        self.realized = 0.0
         self._realized: list[float] = []  # per fill of the current advance
         self._positions: list[float] = []
-        self.position = 0.0
         self.committed = 0.0  # position + approved-unfilled + undecided intents
         self.last_close = math.nan
-        self.pending: list[Order] = []
         self.open_intents: dict[int, OrderIntent] = {}
         self._next_id = 1
-        self._next_fill = 1
+        ex = execution or ExecutionConfig()
+        maker = account.taker_fee if ex.maker_fee is None else ex.maker_fee
+        self.venue = BarVenue(
+            spec,
+            interval_ns,
+            spread_bps=ex.spread_bps,
+            spread_ticks=ex.spread_ticks,
+            participation=ex.participation,
+            fees=Fees(maker=maker, taker=account.taker_fee),
+            impact=impact_from_spec(ex.impact),
+            rules=OrderRules(ex.rules),
+            calendar=calendar,
+            hours=ex.hours,
+        )
+        self._observe = not isinstance(self.venue.impact, NoImpact)
+        self._since = 0  # arrival time of the orders the venue is working
+        self._vj = 0  # next bar of the chunk the venue has not seen
+        self._obs = 0  # next close of the chunk not yet observed by the venue
         self._prev_target = 0
         self._exhausted = False
         empty_i = np.empty(0, dtype=np.int64)
@@ -129,12 +156,28 @@ class SymbolSim:
         self._open_ts: I64 = empty_i
         self._close_ts: I64 = empty_i
         self._open: F64 = empty_f
+        self._high: F64 = empty_f
+        self._low: F64 = empty_f
         self._close: F64 = empty_f
+        self._volume: F64 = empty_f
         self._targets = np.empty(0, dtype=np.int8)
         self._changes: I64 = empty_i
         self._ci = 0
         self._i = 0
         self._n = 0
+
+    @property
+    def position(self) -> float:
+        """The position after every fill so far (the venue's book, average cost)."""
+        return self.venue.position
+
+    @property
+    def avg_price(self) -> float:
+        return self.venue.avg_price
+
+    @property
+    def realized(self) -> float:
+        return self.venue.realized
 
     # -- data ---------------------------------------------------------------------------
     def _load(self) -> bool:
@@ -151,10 +194,17 @@ class SymbolSim:
         prev[0] = self._prev_target
         prev[1:] = targets[:-1]
         self._prev_target = int(targets[-1])
+        if self._observe:
+            self.venue.observe(self._close[self._obs :])
         self._open_ts = np.ascontiguousarray(chunk.ts, dtype=np.int64)
         self._close_ts = self._open_ts + self.interval
         self._open = np.ascontiguousarray(chunk.open, dtype=np.float64)
+        self._high = np.ascontiguousarray(chunk.high, dtype=np.float64)
+        self._low = np.ascontiguousarray(chunk.low, dtype=np.float64)
         self._close = np.ascontiguousarray(chunk.close, dtype=np.float64)
+        self._volume = np.ascontiguousarray(chunk.volume, dtype=np.float64)
+        self._vj = 0
+        self._obs = 0
         self._targets = targets
         self._changes = np.flatnonzero(targets != prev).astype(np.int64)
         self._ci = 0
@@ -203,25 +253,11 @@ class SymbolSim:
     def finish(self, t: int, decisions: Sequence[RiskDecision], reason: str) -> list[OrderUpdate]:
         """End of run at ``t``: apply last decisions, then cancel every open order."""
         updates: list[OrderUpdate] = []
+        fills: list[Fill] = []
         self._apply(decisions, t, updates)
-        for o in self.pending:
-            updates.append(
-                OrderUpdate(
-                    self.symbol,
-                    o.order_id,
-                    t,
-                    OrderStatus.CANCELED,
-                    o.side,
-                    o.order_type,
-                    o.qty,
-                    o.filled_qty,
-                    o.price,
-                    reason,
-                )
-            )
-            self.committed -= o.side * (o.qty - o.filled_qty)
-            self.pending_cash -= self._estimates.pop(o.order_id, 0.0)
-        self.pending = []
+        for o in self.venue.open_orders():
+            self.venue.cancel_now(o.order_id, t, reason)
+        self._collect(fills, updates)
         return updates
 
     def _first_event(self, i: int, n: int) -> int:
@@ -255,79 +291,57 @@ class SymbolSim:
         while self._ci < len(ch) and ch[self._ci] < k:
             c = int(ch[self._ci])
             self._ci += 1
-            if self.pending:
+            if self.venue.working:
                 self._fill_pending(i, c + 1, fills, updates)
             self._on_target(int(self._targets[c]), c, intents, updates)
-        if self.pending:
+        if self.venue.working:
             self._fill_pending(i, k, fills, updates)
 
     def _fill_pending(
         self, lo: int, hi: int, fills: list[Fill], updates: list[OrderUpdate]
     ) -> None:
-        """Fill each pending order at the first bar in ``[lo, hi)`` opening at or after its activation."""
-        still: list[Order] = []
-        for o in self.pending:
-            j = lo + int(self._open_ts[lo:hi].searchsorted(o.active_from, side="left"))
-            if j < hi:
-                self._fill(o, j, fills, updates)
-            else:
-                still.append(o)
-        self.pending = still
+        """Let the venue work its orders on bars ``[lo, hi)`` opening at or after their arrival.
 
-    def _fill(self, o: Order, j: int, fills: list[Fill], updates: list[OrderUpdate]) -> None:
-        price = float(self._open[j])
-        ts = int(self._open_ts[j])
-        qty = o.qty - o.filled_qty
-        fee = round(qty * price * self.taker_fee, 8)
-        fills.append(
-            Fill(
-                self.symbol,
-                o.order_id,
-                self._next_fill,
-                ts,
-                o.side,
-                qty,
-                price,
-                fee,
-                Liquidity.TAKER,
+        Each bar is shown to the venue once; bars it skips (no working orders)
+        still feed its volatility estimate when an impact model needs it.
+        """
+        v = self.venue
+        if not v.working:
+            return
+        j = max(self._vj, lo + int(self._open_ts[lo:hi].searchsorted(self._since, side="left")))
+        while j < hi and v.working:
+            if self._observe and self._obs < j:
+                v.observe(self._close[self._obs : j])
+            v.on_bar(
+                int(self._open_ts[j]),
+                float(self._open[j]),
+                float(self._high[j]),
+                float(self._low[j]),
+                float(self._close[j]),
+                float(self._volume[j]),
             )
-        )
-        self._next_fill += 1
-        self._book(o.side * qty, price)
-        self.flow += -o.side * qty * price - fee
-        self.pending_cash -= self._estimates.pop(o.order_id, 0.0)
-        updates.append(
-            OrderUpdate(
-                self.symbol,
-                o.order_id,
-                ts,
-                OrderStatus.FILLED,
-                o.side,
-                o.order_type,
-                o.qty,
-                o.qty,
-                price,
-                "",
-            )
-        )
+            j += 1
+            self._obs = j
+        self._vj = max(self._vj, j)
+        self._collect(fills, updates)
 
-    def _book(self, q: float, price: float) -> None:
-        """Position and realised PnL of a fill of signed quantity ``q`` (average cost)."""
-        p = self.position
-        realized = 0.0
-        if p == 0.0 or (p > 0) == (q > 0):
-            self.avg_price = (self.avg_price * abs(p) + price * abs(q)) / abs(p + q)
-        else:
-            closed = min(abs(q), abs(p))
-            realized = closed * (price - self.avg_price) * (1.0 if p > 0 else -1.0)
-            if abs(q) > abs(p):
-                self.avg_price = price
-        self.position = self.spec.round_qty(p + q)
-        if self.position == 0.0:
-            self.avg_price = 0.0
-        self.realized += realized
-        self._realized.append(realized)
-        self._positions.append(self.position)
+    def _collect(self, fills: list[Fill], updates: list[OrderUpdate]) -> None:
+        """Move the venue's fills and updates into this advance's outbox, and account them."""
+        new_fills, realized, positions, ups = self.venue.take_events()
+        if new_fills:
+            for f in new_fills:
+                self.flow += -f.side * f.qty * f.price - f.fee
+            fills.extend(new_fills)
+            self._realized.extend(realized)
+            self._positions.extend(positions)
+        for u in ups:
+            if u.status in _ENDED:
+                self.pending_cash -= self._estimates.pop(u.order_id, 0.0)
+                if u.status is not OrderStatus.FILLED:
+                    self.committed = self.spec.round_qty(
+                        self.committed - u.side * (u.qty - u.filled_qty)
+                    )
+        updates.extend(ups)
 
     def _on_target(
         self, target: int, c: int, intents: list[OrderIntent], updates: list[OrderUpdate]
@@ -365,7 +379,7 @@ class SymbolSim:
     def _self_decide(self, it: OrderIntent) -> RiskDecision:
         """The cash check against this symbol's own sub-account (see engine.approval)."""
         proj = self.spec.round_qty(
-            self.position + sum(o.side * (o.qty - o.filled_qty) for o in self.pending)
+            self.position + sum(o.side * o.remaining for o in self.venue.open_orders())
         )
         locked = -proj * it.ref_price * (1.0 + self.account.short_margin) if proj < 0 else 0.0
         free = self.budget + self.flow + self.pending_cash - locked
@@ -376,40 +390,32 @@ class SymbolSim:
         return RiskDecision(it.symbol, it.intent_id, it.ts_event, chk.action, chk.qty, chk.reason)
 
     def _apply(self, decisions: Sequence[RiskDecision], t: int, updates: list[OrderUpdate]) -> None:
+        """Approved intents become market orders at the venue at ``t``; rejected ones end."""
         for d in sorted(decisions, key=lambda d: d.intent_id):
             intent = self.open_intents.pop(d.intent_id, None)
             if intent is None:
                 raise SimulationError(f"{self.symbol}: decision for unknown intent {d.intent_id}")
             if d.action == RiskAction.REJECT:
                 self.committed = self.spec.round_qty(self.committed - intent.side * intent.qty)
-                status, qty = OrderStatus.REJECTED, intent.qty
-            else:
-                qty = d.qty
-                if not 0 < qty <= intent.qty:
-                    raise SimulationError(
-                        f"{self.symbol}: approved qty {qty} outside (0, {intent.qty}]"
-                    )
-                self.committed = self.spec.round_qty(
-                    self.committed - intent.side * (intent.qty - qty)
+                updates.append(_update(intent, OrderStatus.REJECTED, t, intent.qty, d.reason))
+                continue
+            qty = d.qty
+            if not 0 < qty <= intent.qty:
+                raise SimulationError(
+                    f"{self.symbol}: approved qty {qty} outside (0, {intent.qty}]"
                 )
-                status = OrderStatus.ACCEPTED
-                self.pending.append(
-                    Order(
-                        self.symbol,
-                        intent.intent_id,
-                        intent.ts_event,
-                        intent.side,
-                        intent.order_type,
-                        qty,
-                        intent.price,
-                        intent.stop_price,
-                        intent.tif,
-                        status,
-                        0.0,
-                        t,
-                    )
-                )
-            updates.append(_update(intent, status, t, qty, d.reason))
+            self.committed = self.spec.round_qty(self.committed - intent.side * (intent.qty - qty))
+            v = self.venue
+            v.now = max(v.now, t)
+            self._since = t
+            v.submit(
+                OrderRequest(side=intent.side, qty=qty, tag=intent.tag),
+                order_id=intent.intent_id,
+                announce=False,
+                note=d.reason,
+            )
+            v.run_actions(t)
+            self._collect([], updates)
 
     def _marks(self, t: int, stop: int, segments: list[tuple[I64, F64]]) -> tuple[I64, F64]:
         if stop - t == self.sync and t % self.sync == 0:
@@ -424,6 +430,11 @@ class SymbolSim:
             hit = idx >= 0
             marks[hit] = close[idx[hit]]
         return bounds, marks
+
+
+_ENDED = frozenset(
+    {OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED}
+)
 
 
 def _update(it: OrderIntent, status: OrderStatus, ts: int, qty: float, reason: str) -> OrderUpdate:

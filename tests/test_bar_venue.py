@@ -7,9 +7,11 @@ Bar A opens at 0: O 100, H 103, L 98, C 101. The low is nearer the open
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tickray.engine.barvenue import BarVenue
+from tickray.engine.calendar import Calendar
 from tickray.engine.events import Liquidity, OrderType, Side, TimeInForce
 from tickray.engine.instruments import SymbolSpec
 from tickray.engine.orders import OrderRequest, Trail
@@ -182,3 +184,41 @@ def test_bracket_on_bars_takes_profit_and_cancels_the_stop() -> None:
 def test_bad_bar_venue_settings_are_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         venue(**bad)
+
+
+def _hours() -> Calendar:
+    # one session from the second bar's open to the fourth's: [BAR, 3 * BAR)
+    return Calendar(
+        "test",
+        np.array([BAR], dtype=np.int64),
+        np.array([3 * BAR], dtype=np.int64),
+        start=0,
+        end=10 * BAR,
+    )
+
+
+def test_orders_outside_hours_wait_for_the_open() -> None:
+    v = venue(calendar=_hours(), hours="wait")
+    oid = v.submit(req(BUY, 1.0))  # at 0, before the session
+    v.on_bar(0, *BAR_A)
+    assert v.fills == [] and statuses(v, oid) == ["SUBMITTED"]
+    v.on_bar(BAR, 101.0, 102.0, 100.0, 101.0, 1000.0)
+    assert fills(v) == [(BAR, 1.0, 101.0, Liquidity.TAKER)]
+    assert [u.ts_event for u in v.updates if u.status.name == "ACCEPTED"] == [BAR]
+
+
+def test_orders_outside_hours_are_rejected_when_so_configured() -> None:
+    v = venue(calendar=_hours(), hours="reject")
+    oid = v.submit(req(BUY, 1.0))
+    v.on_bar(0, *BAR_A)
+    assert statuses(v, oid) == ["SUBMITTED", "REJECTED"]
+    assert "market closed (test)" in [u.reason for u in v.updates if u.order_id == oid][-1]
+
+
+def test_bars_outside_the_session_fill_nothing() -> None:
+    v = venue(calendar=_hours())
+    v.on_bar(BAR, *BAR_A)
+    v.submit(req(BUY, 1.0, OrderType.LIMIT, price=90.0))  # accepted in the session
+    v.on_bar(2 * BAR, *BAR_A)  # no: the bar stays above 90
+    v.on_bar(3 * BAR, 80.0, 95.0, 79.0, 90.0, 1000.0)  # closed: no fill though it crosses
+    assert v.fills == []
