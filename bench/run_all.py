@@ -255,34 +255,42 @@ def bench_l2(repeat: int) -> None:
     warm.run(first.slice(0, int(first.end[:5000].nonzero()[0][-1]) + 1))
     print(f"l2: numba compile or cache load {time.perf_counter() - began:.2f} s (not timed below)")
     messages = sum(ev.messages for _, _, ev in batches)
-    fills = wakes = 0
-    base_s = run_s = 0.0
-    with PeakRss() as rss:
-        for _ in range(repeat):
-            for _sym, tick, ev in batches:
-                t0 = time.perf_counter()
-                L2Book(tick, 0.001).apply(ev)
-                base_s += time.perf_counter() - t0
-            for sym, tick, ev in batches:
-                v = L2Venue(SymbolSpec(sym, tick_size=tick, step_size=0.001))
-                strat = QuotingStrategy(0.01, max_position=0.05)
-                v.attach(strat, wake_ticks=1)
-                t0 = time.perf_counter()
-                v.run(ev)
-                run_s += time.perf_counter() - t0
-                fills += len(v.fills)
-                wakes += strat.wakes
+    base_s = 0.0
+    for _ in range(repeat):
+        for _sym, tick, ev in batches:
+            t0 = time.perf_counter()
+            L2Book(tick, 0.001).apply(ev)
+            base_s += time.perf_counter() - t0
     n = messages * repeat
-    base_rate, rate = n / base_s, n / run_s
+    base_rate = n / base_s
     print(
         f"l2 book only: {n:,} events in {base_s:.2f} s = {base_rate:,.0f} events/s "
         f"({len(batches)} recordings x {repeat})"
     )
-    print(
-        f"l2 quoting strategy: {n:,} events in {run_s:.2f} s = {rate:,.0f} events/s, "
-        f"peak RSS {rss.peak / 2**20:.0f} MB = {rate / base_rate:.2f}x book only"
+    cases = (
+        ("requote every 1 s", 1_000_000_000, 0, False),
+        ("requote on every 1-tick move and fill", 0, 1, True),
     )
-    print(f"  ({fills:,} fills, {wakes:,} strategy wake-ups)")
+    for label, timer, move, on_fill in cases:
+        fills = wakes = 0
+        run_s = 0.0
+        with PeakRss() as rss:
+            for _ in range(repeat):
+                for sym, tick, ev in batches:
+                    v = L2Venue(SymbolSpec(sym, tick_size=tick, step_size=0.001))
+                    strat = QuotingStrategy(0.01, max_position=0.05)
+                    v.attach(strat, timer_ns=timer, wake_ticks=move, wake_on_fill=on_fill)
+                    t0 = time.perf_counter()
+                    v.run(ev)
+                    run_s += time.perf_counter() - t0
+                    fills += len(v.fills)
+                    wakes += strat.wakes
+        rate = n / run_s
+        print(
+            f"l2 quoting, {label}: {n:,} events in {run_s:.2f} s = {rate:,.0f} events/s, "
+            f"peak RSS {rss.peak / 2**20:.0f} MB = {rate / base_rate:.2f}x book only"
+        )
+        print(f"  ({fills:,} fills, {wakes:,} strategy wake-ups)")
 
 
 def main() -> int:
