@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Protocol
+from typing import ClassVar, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +41,7 @@ from tickray.engine.events import (
     EMPTY_FILLS,
     EMPTY_UPDATES,
     Fill,
+    Liquidity,
     OrderIntent,
     OrderStatus,
     OrderType,
@@ -91,7 +92,16 @@ class SimulationError(RuntimeError):
 
 
 class SymbolSim:
-    """Strategy, order manager and bar venue of one symbol (pure, no I/O)."""
+    """Strategy, order manager and bar venue of one symbol (pure, no I/O).
+
+    With the default execution settings (no spread, cap, impact or calendar) a
+    market order fills whole at the next open, and a lean path does exactly
+    what the venue would (:class:`_OpenFills`) without its per-order
+    machinery. ``fast_path = False`` sends every order through the venue; a
+    test checks that both give the same bytes.
+    """
+
+    fast_path: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -146,6 +156,14 @@ class SymbolSim:
             hours=ex.hours,
         )
         self._observe = not isinstance(self.venue.impact, NoImpact)
+        plain = (
+            not ex.spread_bps
+            and not ex.spread_ticks
+            and ex.participation is None
+            and not self._observe
+            and calendar is None
+        )
+        self._fast = _OpenFills(spec, account.taker_fee) if plain and self.fast_path else None
         self._since = 0  # arrival time of the orders the venue is working
         self._vj = 0  # next bar of the chunk the venue has not seen
         self._obs = 0  # next close of the chunk not yet observed by the venue
@@ -167,17 +185,30 @@ class SymbolSim:
         self._n = 0
 
     @property
+    def _book_of(self) -> _OpenFills | BarVenue:
+        return self._fast if self._fast is not None else self.venue
+
+    @property
     def position(self) -> float:
-        """The position after every fill so far (the venue's book, average cost)."""
-        return self.venue.position
+        """The position after every fill so far (average cost)."""
+        return self._book_of.position
 
     @property
     def avg_price(self) -> float:
-        return self.venue.avg_price
+        return self._book_of.avg_price
 
     @property
     def realized(self) -> float:
-        return self.venue.realized
+        return self._book_of.realized
+
+    def book_fill(self, q: float, price: float) -> float:
+        """Book a signed fill on this symbol's position (average cost); its realised PnL."""
+        book = self._book_of
+        book._book(q, price)
+        return book._realized.pop()
+
+    def _has_orders(self) -> bool:
+        return bool(self._fast.pending) if self._fast is not None else bool(self.venue.working)
 
     # -- data ---------------------------------------------------------------------------
     def _load(self) -> bool:
@@ -255,6 +286,11 @@ class SymbolSim:
         updates: list[OrderUpdate] = []
         fills: list[Fill] = []
         self._apply(decisions, t, updates)
+        if self._fast is not None:
+            for p in self._fast.cancel_all(t, reason, updates):
+                self.committed = self.spec.round_qty(self.committed - p.side * p.qty)
+                self.pending_cash -= self._estimates.pop(p.order_id, 0.0)
+            return updates
         for o in self.venue.open_orders():
             self.venue.cancel_now(o.order_id, t, reason)
         self._collect(fills, updates)
@@ -291,10 +327,10 @@ class SymbolSim:
         while self._ci < len(ch) and ch[self._ci] < k:
             c = int(ch[self._ci])
             self._ci += 1
-            if self.venue.working:
+            if self._has_orders():
                 self._fill_pending(i, c + 1, fills, updates)
             self._on_target(int(self._targets[c]), c, intents, updates)
-        if self.venue.working:
+        if self._has_orders():
             self._fill_pending(i, k, fills, updates)
 
     def _fill_pending(
@@ -305,6 +341,13 @@ class SymbolSim:
         Each bar is shown to the venue once; bars it skips (no working orders)
         still feed its volatility estimate when an impact model needs it.
         """
+        if self._fast is not None:
+            for o, f in self._fast.fill(self._open_ts, self._open, lo, hi, fills, updates):
+                self.flow += -f.side * f.qty * f.price - f.fee
+                self.pending_cash -= self._estimates.pop(o.order_id, 0.0)
+            self._realized.extend(self._fast.take_realized())
+            self._positions.extend(self._fast.take_positions())
+            return
         v = self.venue
         if not v.working:
             return
@@ -378,9 +421,11 @@ class SymbolSim:
 
     def _self_decide(self, it: OrderIntent) -> RiskDecision:
         """The cash check against this symbol's own sub-account (see engine.approval)."""
-        proj = self.spec.round_qty(
-            self.position + sum(o.side * o.remaining for o in self.venue.open_orders())
-        )
+        if self._fast is not None:
+            working = sum(o.side * o.qty for o in self._fast.pending)
+        else:
+            working = sum(o.side * o.remaining for o in self.venue.open_orders())
+        proj = self.spec.round_qty(self.position + working)
         locked = -proj * it.ref_price * (1.0 + self.account.short_margin) if proj < 0 else 0.0
         free = self.budget + self.flow + self.pending_cash - locked
         chk = check_cash(self.account, self.spec, it.side, it.qty, proj, it.ref_price, free)
@@ -405,6 +450,10 @@ class SymbolSim:
                     f"{self.symbol}: approved qty {qty} outside (0, {intent.qty}]"
                 )
             self.committed = self.spec.round_qty(self.committed - intent.side * (intent.qty - qty))
+            if self._fast is not None:
+                self._fast.pending.append(_Pending(intent, qty, t))
+                updates.append(_update(intent, OrderStatus.ACCEPTED, t, qty, d.reason))
+                continue
             v = self.venue
             v.now = max(v.now, t)
             self._since = t
@@ -431,6 +480,114 @@ class SymbolSim:
             marks[hit] = close[idx[hit]]
         return bounds, marks
 
+
+class _Pending(NamedTuple):
+    intent: OrderIntent
+    qty: float
+    active_from: int
+
+    @property
+    def order_id(self) -> int:
+        return self.intent.intent_id
+
+    @property
+    def side(self) -> Side:
+        return self.intent.side
+
+
+class _OpenFills:
+    """The bar venue's rule for plain market orders, without its per-order machinery:
+    each fills whole at the open of the first bar opening at or after its arrival, as a
+    taker, with the venue's fee rounding and average-cost book."""
+
+    def __init__(self, spec: SymbolSpec, taker_fee: float) -> None:
+        self.spec = spec
+        self.taker_fee = taker_fee
+        self.pending: list[_Pending] = []
+        self.position = 0.0
+        self.avg_price = 0.0
+        self.realized = 0.0
+        self._realized: list[float] = []
+        self._positions: list[float] = []
+        self._next_fill = 1
+
+    def fill(
+        self,
+        open_ts: I64,
+        open_px: F64,
+        lo: int,
+        hi: int,
+        fills: list[Fill],
+        updates: list[OrderUpdate],
+    ) -> list[tuple[_Pending, Fill]]:
+        done: list[tuple[_Pending, Fill]] = []
+        still: list[_Pending] = []
+        for o in self.pending:
+            j = lo + int(open_ts[lo:hi].searchsorted(o.active_from, side="left"))
+            if j >= hi:
+                still.append(o)
+                continue
+            price, ts, qty = float(open_px[j]), int(open_ts[j]), o.qty
+            fee = round(qty * price * self.taker_fee, 8)
+            f = Fill(
+                self.spec.symbol, o.order_id, self._next_fill, ts, o.side, qty, price, fee, _TAKER
+            )
+            self._next_fill += 1
+            fills.append(f)
+            self._book(o.side * qty, price)
+            it = o.intent
+            updates.append(
+                OrderUpdate(
+                    it.symbol,
+                    it.intent_id,
+                    ts,
+                    OrderStatus.FILLED,
+                    it.side,
+                    it.order_type,
+                    qty,
+                    qty,
+                    price,
+                    "",
+                )
+            )
+            done.append((o, f))
+        self.pending = still
+        return done
+
+    def _book(self, q: float, price: float) -> None:
+        """The venue's average-cost book (tickray.engine.matching.Venue._book)."""
+        p = self.position
+        realized = 0.0
+        if p == 0.0 or (p > 0) == (q > 0):
+            self.avg_price = (self.avg_price * abs(p) + price * abs(q)) / abs(p + q)
+        else:
+            closed = min(abs(q), abs(p))
+            realized = closed * (price - self.avg_price) * (1.0 if p > 0 else -1.0)
+            if abs(q) > abs(p):
+                self.avg_price = price
+        self.position = self.spec.round_qty(p + q)
+        if self.position == 0.0:
+            self.avg_price = 0.0
+        self.realized += realized
+        self._realized.append(realized)
+        self._positions.append(self.position)
+
+    def take_realized(self) -> list[float]:
+        out, self._realized = self._realized, []
+        return out
+
+    def take_positions(self) -> list[float]:
+        out, self._positions = self._positions, []
+        return out
+
+    def cancel_all(self, t: int, reason: str, updates: list[OrderUpdate]) -> list[_Pending]:
+        for o in self.pending:
+            updates.append(_update(o.intent, OrderStatus.CANCELED, t, o.qty, reason))
+        out, self.pending = self.pending, []
+        return out
+
+
+_TAKER = Liquidity.TAKER
 
 _ENDED = frozenset(
     {OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED}

@@ -11,6 +11,7 @@ from conftest import SMALL_END, SMALL_START, SMALL_SYMBOLS, results_digest
 from tickray.cluster.runner import run_backtest
 from tickray.engine.clock import HOUR
 from tickray.engine.config import AccountConfig, ExecutionConfig, RunConfig, StrategyConfig
+from tickray.engine.symbol import SymbolSim
 
 
 def _config(root: Path, **kw: object) -> RunConfig:
@@ -110,3 +111,15 @@ def test_spread_participation_and_impact_are_deterministic_across_sharding(
     assert "PARTIALLY_FILLED" not in orders.column("status").to_pylist()
     statuses = pq.read_table(tmp_path / "run0" / "orders.parquet").column("status").to_pylist()
     assert "PARTIALLY_FILLED" in statuses
+
+
+@pytest.mark.parametrize("approval", ["portfolio", "symbol"])
+def test_lean_open_fill_path_equals_the_venue_path(
+    small_universe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, approval: str
+) -> None:
+    """Default execution takes a lean path for plain market orders; the venue must agree."""
+    lean = run_backtest(_config(small_universe, approval=approval), tmp_path / "lean")
+    monkeypatch.setattr(SymbolSim, "fast_path", False)
+    venue = run_backtest(_config(small_universe, approval=approval), tmp_path / "venue")
+    assert lean.metrics["portfolio"]["trades"] > 10
+    assert results_digest(venue.out) == results_digest(lean.out)

@@ -185,8 +185,7 @@ def symbol_books(symbol: str, step: float = STEP) -> SymbolSim:
 
 def book_on_symbol(sim: SymbolSim, side: Side, qty: float, price: float) -> float:
     """Book a fill on the symbol side and return its realised PnL (as the outbox carries it)."""
-    sim.venue._book(side * qty, price)
-    return sim.venue._realized.pop()
+    return sim.book_fill(side * qty, price)
 
 
 # -- 1. accounting properties -----------------------------------------------------------
