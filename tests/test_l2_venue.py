@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from l2util import Tape
 
-from tickray.engine.book import L2Book, ProbabilisticQueue
+from tickray.engine.book import BookError, L2Book, ProbabilisticQueue, validate_events
 from tickray.engine.events import Liquidity, OrderStatus, OrderType, Side, TimeInForce
 from tickray.engine.impact import SquareRootImpact
 from tickray.engine.instruments import SymbolSpec
@@ -445,3 +445,146 @@ def test_book_never_exceeds_its_levels_for_takers() -> None:
     assert b.available(1, 100.0, None) == 9.0
     assert b.take(1, 100.0, None) == [(1001, 1.0), (1002, 4.0), (1003, 4.0)]
     assert b.take(1, 1.0, None) == []
+
+
+def test_book_from_tops_and_trades_only() -> None:
+    """No depth stream: tops build a one-level book and trades move the queue."""
+    v = L2Venue(SPEC)
+    t = Tape().top(0, (100.0, 2.0), (100.1, 1.0))
+    v.run(t.events())
+    assert v.book.best_bid() == (100.0, 2.0) and v.book.best_ask() == (100.1, 1.0)
+    oid = v.submit(limit(BUY, 1.0, 100.0))
+    v.flush(0)
+    assert v.book.slot_ahead(v.orders[oid].slot) == 2.0
+    # the bid top moves down to 99.9: 100.0 is gone (below the best, removed by the top);
+    # a sell trade of 2.5 at 100.0 printed just before fills the 0.5 beyond the queue
+    t2 = Tape().trade(5, SELL, 100.0, 2.5).top(6, (99.9, 4.0), (100.1, 1.0))
+    t2.uid = 10
+    v.run(t2.events())
+    assert fills(v, oid) == [(0.5, 100.0, Liquidity.MAKER)]
+    assert v.book.best_bid() == (99.9, 4.0)
+
+
+def test_older_top_than_the_depth_is_ignored() -> None:
+    b = L2Book(0.1, 0.001)
+    t = Tape().snapshot(0, BIDS, ASKS)
+    t.uid = 50
+    t.depth(1, (1, 100.0, 7.0))  # update id 51
+    ev = t.events()
+    b.apply(ev)
+    stale = Tape()
+    stale.uid = 10  # a top with id 11, older than the depth's 51
+    stale.top(2, (99.9, 1.0), (100.1, 1.0))
+    b.apply(stale.events())
+    assert b.best_bid() == (100.0, 7.0)
+
+
+def test_crossed_diff_is_repaired_and_counted() -> None:
+    b = L2Book(0.1, 0.001)
+    b.apply(Tape().snapshot(0, BIDS, ASKS).events())
+    t = Tape()
+    t.uid = 5
+    t.depth(1, (-1, 99.9, 1.0))  # a new ask below the best bid: the stale bids go
+    b.apply(t.events())
+    assert b.stats.crossed_repairs == 1
+    assert b.best_ask() == (99.9, 1.0) and b.best_bid() == (99.8, 5.0)
+
+
+def test_bad_market_events_raise_naming_the_row() -> None:
+    ev = Tape().snapshot(0, BIDS, ASKS).events()
+    bad_qty = ev._replace(qty=ev.qty.copy())
+    bad_qty.qty[2] = -1.0
+    with pytest.raises(BookError, match="row 2: qty must be >= 0"):
+        validate_events(bad_qty)
+    back = ev._replace(ts=ev.ts.copy())
+    back.ts[3] = -5
+    with pytest.raises(BookError, match="row 3: ts -5 is before 0"):
+        validate_events(back)
+    cut = ev.slice(0, 3)
+    with pytest.raises(BookError, match="last row does not end a message"):
+        validate_events(cut)
+    v = venue()
+    before = (v.book.best_bid(), v.book.best_ask())
+    with pytest.raises(BookError):
+        v.run(bad_qty)
+    assert (v.book.best_bid(), v.book.best_ask()) == before  # nothing applied
+
+
+def test_trailing_stop_with_an_atr_distance_and_a_limit() -> None:
+    v = venue()
+    v.atr = 0.25  # the ATR the caller's indicator reports; 2 x ATR = 0.5 = 5 ticks
+    v.run(tape(v).trade(1, BUY, 100.1, 0.1).events())
+    oid = v.submit(
+        OrderRequest(
+            side=SELL,
+            qty=1.0,
+            order_type=OrderType.TRAILING_STOP_LIMIT,
+            trail=Trail(2.0, TrailUnit.ATR),
+            limit_offset=0.1,
+        )
+    )
+    v.flush(1)
+    assert v.orders[oid].trail_distance == 0.5
+    v.run(tape(v).trade(5, BUY, 100.5, 0.1).trade(6, SELL, 100.0, 0.1).events())
+    # peak 100.5 -> trigger 100.0; the limit is 100.0 - 0.1 = 99.9: sells into the 100.0 bid
+    assert [u.reason for u in v.updates if u.status is OrderStatus.TRIGGERED] == ["trigger at 100"]
+    assert v.orders[oid].price == 99.9
+    assert fills(v, oid) == [(1.0, 100.0, Liquidity.TAKER)]
+
+
+def test_atr_trailing_stop_without_an_atr_is_rejected() -> None:
+    v = venue()
+    oid = v.submit(
+        OrderRequest(
+            side=SELL, qty=1.0, order_type=OrderType.TRAILING_STOP, trail=Trail(2.0, TrailUnit.ATR)
+        )
+    )
+    assert reasons(v, oid) == ["trailing distance in ATR but no ATR is known yet"]
+
+
+def test_limit_if_touched_rests_its_limit_after_the_touch() -> None:
+    v = venue()
+    oid = v.submit(
+        OrderRequest(
+            side=BUY, qty=1.0, order_type=OrderType.LIMIT_IF_TOUCHED, stop_price=99.9, price=99.8
+        )
+    )
+    v.flush(0)
+    v.run(tape(v).trade(5, SELL, 99.9, 0.5).events())
+    o = v.orders[oid]
+    assert o.triggered and o.slot >= 0 and v.book.slot_tick(o.slot) == 998
+    assert v.book.slot_ahead(o.slot) == 5.0  # joins the back of the 99.8 level
+
+
+def test_market_data_latency_adds_to_every_command() -> None:
+    v = L2Venue(SPEC, latency=ConstantLatency(submit=3, cancel=1, market_data=2))
+    v.run(Tape().snapshot(0, BIDS, ASKS).events())
+    oid = v.submit(limit(BUY, 1.0, 99.0))
+    v.cancel(oid)
+    v.flush(100)
+    # the order reaches the venue at 0 + 2 + 3 = 5, the cancel at 0 + 2 + 1 = 3: too early
+    got = [(u.status.name, u.ts_event) for u in v.updates]
+    assert got == [("SUBMITTED", 0), ("CANCEL_REJECTED", 3), ("ACCEPTED", 5)]
+
+
+def test_timer_and_book_moves_wake_the_strategy() -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.times: list[int] = []
+
+        def on_start(self, venue: L2Venue) -> None:
+            self.times.append(venue.now)
+
+        def on_wake(self, venue: L2Venue) -> None:
+            self.times.append(venue.now)
+
+    v = L2Venue(SPEC)
+    rec = Recorder()
+    v.attach(rec, timer_ns=100, wake_ticks=2)
+    t = Tape().snapshot(0, BIDS, ASKS)
+    t.depth(50, (1, 100.1, 1.0), (-1, 100.1, 0.0))  # best bid +1 tick: not enough
+    t.depth(60, (1, 100.2, 1.0), (-1, 100.2, 0.0))  # +2 ticks from the start: wake
+    t.trade(250, BUY, 100.3, 0.1)
+    v.run(t.events())
+    v.flush(300)
+    assert rec.times == [0, 60, 100, 200, 300]
