@@ -12,13 +12,23 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from tickray.engine.book import queue_from_spec
 from tickray.engine.clock import format_duration
 from tickray.engine.codec import decode_inboxes, encode_outboxes
 from tickray.engine.config import RunConfig
 from tickray.engine.events import EMPTY_FILLS, Inbox, Outbox, update_batch
+from tickray.engine.impact import impact_from_spec
+from tickray.engine.l2sim import L2SymbolSim
+from tickray.engine.l2venue import L2Venue
+from tickray.engine.latency import latency_from_spec, symbol_seed
+from tickray.engine.matching import Fees
+from tickray.engine.orders import OrderRules
+from tickray.engine.quoting import make_tick_strategy
 from tickray.engine.strategies import make_strategy
 from tickray.engine.symbol import SymbolSim
 from tickray.feeds.calendars import calendar_for
+from tickray.feeds.l2events import recording_events
+from tickray.feeds.recordings import read_binance_recording
 from tickray.feeds.replay import BarCursor
 
 _NO_TS = np.empty(0, dtype=np.int64)
@@ -29,11 +39,14 @@ class SymbolActor:
     """Feed cursor, strategy, order manager and bar fill model for each of its symbols."""
 
     def __init__(self, config: RunConfig, symbols: Sequence[str], t0: int) -> None:
+        self.sims: dict[str, SymbolSim | L2SymbolSim] = {}
+        if config.l2 is not None:
+            self._start_l2(config, symbols, t0)
+            return
         interval = format_duration(config.interval_ns)
         hours = calendar_for(config.execution.calendar)
         # 24/7: nothing to check, so the fill path stays free of calendar lookups
         calendar = None if hours.is_always_open else hours
-        self.sims: dict[str, SymbolSim] = {}
         for s in symbols:
             cursor = BarCursor(
                 config.data_root,
@@ -56,6 +69,34 @@ class SymbolActor:
                 self_approve=config.approval == "symbol",
                 execution=config.execution,
                 calendar=calendar,
+            )
+
+    def _start_l2(self, config: RunConfig, symbols: Sequence[str], t0: int) -> None:
+        """Order-book replays: each symbol's recording through its own L2 venue."""
+        l2 = config.l2
+        assert l2 is not None
+        ex = config.execution
+        maker = config.account.taker_fee if ex.maker_fee is None else ex.maker_fee
+        for s in symbols:
+            events = recording_events(read_binance_recording(l2.files[s]))
+            venue = L2Venue(
+                config.spec(s),
+                fees=Fees(maker=maker, taker=config.account.taker_fee),
+                latency=latency_from_spec(l2.latency, seed=symbol_seed(l2.seed, s)),
+                impact=impact_from_spec(ex.impact),
+                rules=OrderRules(ex.rules),
+                queue=queue_from_spec(l2.queue),
+                tops=l2.tops,
+            )
+            self.sims[s] = L2SymbolSim(
+                venue,
+                make_tick_strategy(l2.strategy, l2.params),
+                iter([events]),
+                sync_ns=config.sync_ns,
+                t0=t0,
+                timer_ns=l2.timer_ns,
+                wake_ticks=l2.wake_ticks,
+                wake_on_fill=l2.wake_on_fill,
             )
 
     def step(self, until: int, inboxes: Sequence[Inbox], symbols: Sequence[str]) -> list[Outbox]:

@@ -169,6 +169,82 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def build_l2_config(args: argparse.Namespace) -> RunConfig:
+    """An order-book replay of recordings (one per symbol) with a tick strategy."""
+    from tickray.engine.clock import ceil_to, floor_to
+    from tickray.engine.config import L2Config
+    from tickray.feeds.l2events import infer_grid, recording_events
+    from tickray.feeds.recordings import read_binance_recording
+
+    sync = duration_ns(args.sync)
+    files: dict[str, str] = {}
+    specs: dict[str, SymbolSpec] = {}
+    first, last = [], []
+    for path in args.files:
+        rec = read_binance_recording(path)
+        if rec.symbol in files:
+            raise UsageError(f"files: two recordings of {rec.symbol}; give one per symbol")
+        files[rec.symbol] = str(path)
+        tick, lot = infer_grid(rec)
+        specs[rec.symbol] = SymbolSpec(rec.symbol, tick_size=tick, step_size=lot)
+        ts = recording_events(rec).ts
+        first.append(int(ts[0]))
+        last.append(int(ts[-1]))
+    latency = None
+    if args.latency:
+        try:
+            latency = json.loads(args.latency)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"--latency: not JSON ({e.msg}): {args.latency!r}") from None
+    params: dict[str, object] = {"size": args.size, "offset": args.offset}
+    if args.max_position is not None:
+        params["max_position"] = args.max_position
+    symbols = tuple(sorted(files))
+    return RunConfig(
+        data_root=str(Path(args.files[0]).parent),
+        interval_ns=1,
+        symbols=symbols,
+        start_ns=floor_to(min(first), sync),
+        end_ns=ceil_to(max(last) + 1, sync),
+        account=AccountConfig(initial_cash=args.cash, taker_fee=args.fee),
+        execution=ExecutionConfig(maker_fee=args.maker_fee),
+        l2=L2Config(
+            files=files,
+            params=params,
+            timer_ns=duration_ns(args.timer) if args.timer else 0,
+            wake_ticks=args.wake_ticks,
+            wake_on_fill=args.wake_on_fill,
+            latency=latency,
+            queue=args.queue,
+            tops=not args.no_tops,
+            seed=args.seed,
+        ),
+        specs=specs,
+        sync_ns=sync,
+        symbols_per_actor=args.symbols_per_actor,
+        backend=args.backend,
+        approval="symbol",
+    )
+
+
+def cmd_replay_l2(args: argparse.Namespace) -> int:
+    from tickray.cluster.runner import format_table, run_backtest
+
+    config = build_l2_config(args)
+    out = Path(args.out) if args.out else default_out()
+    if out.exists():
+        raise UsageError(f"--out: {out} already exists")
+    specs = ", ".join(
+        f"{s} tick {config.specs[s].tick_size:g} lot {config.specs[s].step_size:g}"
+        for s in config.symbols
+    )
+    print(f"tickray: L2 replay of {specs}, backend {config.backend}", flush=True)
+    result = run_backtest(config, out, address=args.address, progress=not args.quiet)
+    print(format_table(result.metrics))
+    print(f"\n{result.wall_seconds:.1f} s wall\nresults: {result.out}")
+    return 0
+
+
 def cmd_import_klines(args: argparse.Namespace) -> int:
     from tickray.feeds.binance import convert_klines
 
@@ -256,6 +332,30 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True, help="data folder to write into")
     k.add_argument("--interval", help="default: inferred from the timestamps")
     k.set_defaults(func=cmd_import_klines)
+    r = sub.add_parser(
+        "replay-l2", help="replay recorded order books with a quoting strategy, fills on the book"
+    )
+    r.add_argument("files", nargs="+", help="Binance websocket recordings (.ws.gz), one per symbol")
+    r.add_argument("--sync", default="1s", help="step length: marks and equity (default 1s)")
+    r.add_argument("--size", type=float, default=0.01, help="quote size in base units")
+    r.add_argument("--offset", type=int, default=0, help="ticks behind the best prices")
+    r.add_argument("--max-position", type=float, help="default: 10 x size")
+    r.add_argument("--timer", default="1s", help="requote every ... (0 or '' for never)")
+    r.add_argument("--wake-ticks", type=int, default=0, help="requote when the best moves N ticks")
+    r.add_argument("--wake-on-fill", action="store_true", help="requote after each fill")
+    r.add_argument("--latency", help='JSON, e.g. \'{"submit": "2ms", "market_data": "1ms"}\'')
+    r.add_argument("--queue", choices=("conservative", "probabilistic"), default="conservative")
+    r.add_argument("--no-tops", action="store_true", help="build the book from depth only")
+    r.add_argument("--seed", type=int, default=0, help="seed of sampled latencies")
+    r.add_argument("--cash", type=float, default=100_000.0)
+    r.add_argument("--fee", type=float, default=0.0005, help="taker fee rate")
+    r.add_argument("--maker-fee", type=float, default=0.0002, help="maker fee rate")
+    r.add_argument("--backend", choices=("local", "ray"), default="local")
+    r.add_argument("--address", help="Ray cluster address to join (ray backend)")
+    r.add_argument("--symbols-per-actor", type=int, default=0)
+    r.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=cmd_replay_l2)
     return p
 
 

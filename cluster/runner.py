@@ -37,6 +37,11 @@ def check_inputs(config: RunConfig) -> None:
 
     Reads only file statistics; the message names the symbol, the folder or the window.
     """
+    if config.l2 is not None:
+        for s, path in config.l2.files.items():
+            if not Path(path).is_file():
+                raise DataError(f"l2.files: no recording for {s} at {path}")
+        return
     interval = format_duration(config.interval_ns)
     try:
         calendar_for(config.execution.calendar)

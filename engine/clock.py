@@ -22,12 +22,21 @@ DAY: Final = 24 * HOUR
 WEEK: Final = 7 * DAY
 YEAR_NS: Final = 365 * DAY  # crypto markets trade 24/7/365
 
-_UNITS: Final = {"ms": MS, "s": SECOND, "m": MINUTE, "h": HOUR, "d": DAY, "w": WEEK}
-_DURATION = re.compile(r"^([1-9][0-9]*)(ms|s|m|h|d|w)$")
+_UNITS: Final = {
+    "ns": NS,
+    "us": US,
+    "ms": MS,
+    "s": SECOND,
+    "m": MINUTE,
+    "h": HOUR,
+    "d": DAY,
+    "w": WEEK,
+}
+_DURATION = re.compile(r"^([1-9][0-9]*)(ns|us|ms|s|m|h|d|w)$")
 
 
 def duration_ns(text: str) -> int:
-    """Parse ``"1m"``, ``"15m"``, ``"1h"``, ``"1d"``, ``"500ms"`` ... into nanoseconds.
+    """Parse ``"1m"``, ``"15m"``, ``"1h"``, ``"1d"``, ``"500ms"``, ``"250us"`` ... into nanoseconds.
 
     Months are not accepted: they have no fixed length.
     """
@@ -35,7 +44,7 @@ def duration_ns(text: str) -> int:
     if m is None or int(m.group(1)) <= 0:
         raise ValueError(
             f"invalid duration {text!r}: expected a positive count and a unit "
-            "(ms, s, m, h, d, w), like '1m' or '4h'"
+            "(ns, us, ms, s, m, h, d, w), like '1m' or '4h'"
         )
     return int(m.group(1)) * _UNITS[m.group(2)]
 
@@ -45,9 +54,12 @@ def format_duration(ns: int) -> str:
     for unit, size in (("w", WEEK), ("d", DAY), ("h", HOUR), ("m", MINUTE), ("s", SECOND)):
         if ns % size == 0:
             return f"{ns // size}{unit}"
-    if ns % MS == 0:
-        return f"{ns // MS}ms"
-    raise ValueError(f"duration {ns} ns is not a whole number of milliseconds")
+    for unit, size in (("ms", MS), ("us", US)):
+        if ns % size == 0:
+            return f"{ns // size}{unit}"
+    if ns > 0:
+        return f"{ns}ns"
+    raise ValueError(f"duration must be positive, got {ns} ns")
 
 
 def parse_time(text: str) -> int:

@@ -10,8 +10,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from tickray.engine.book import queue_from_spec
 from tickray.engine.impact import impact_from_spec
 from tickray.engine.instruments import SymbolSpec
+from tickray.engine.latency import latency_from_spec
+from tickray.engine.quoting import make_tick_strategy
 from tickray.engine.strategies import make_strategy
 
 
@@ -101,6 +104,47 @@ class ExecutionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class L2Config:
+    """An order-book replay: recordings per symbol and the tick strategy that trades them.
+
+    ``files``: symbol -> recording path (Binance websocket captures with a
+    REST snapshot; see tickray.feeds.recordings). ``strategy``/``params``: a
+    tick strategy (``quote``: size, offset, max_position). The strategy wakes
+    every ``timer_ns``, when the best price moves ``wake_ticks``, and after its
+    fills when ``wake_on_fill``. ``latency``: a latency spec
+    (engine.latency.latency_from_spec; sampled latencies draw from ``seed``
+    and the symbol). ``queue``: ``"conservative"`` or ``"probabilistic"`` (or
+    a mapping). ``tops``: apply book tops newer than the depth.
+    """
+
+    files: dict[str, str]
+    strategy: str = "quote"
+    params: dict[str, Any] = field(default_factory=dict)
+    timer_ns: int = 1_000_000_000
+    wake_ticks: int = 0
+    wake_on_fill: bool = False
+    latency: dict[str, Any] | None = None
+    queue: Any = "conservative"
+    tops: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.files:
+            raise ConfigError("l2.files: at least one recording is needed")
+        for name, fn in (
+            ("strategy", lambda: make_tick_strategy(self.strategy, self.params)),
+            ("latency", lambda: latency_from_spec(self.latency, seed=self.seed)),
+            ("queue", lambda: queue_from_spec(self.queue)),
+        ):
+            try:
+                fn()
+            except ValueError as e:
+                raise ConfigError(f"l2.{name}: {e}") from None
+        if self.timer_ns < 0 or self.wake_ticks < 0:
+            raise ConfigError("l2.timer and l2.wake_ticks: must be >= 0")
+
+
+@dataclass(frozen=True, slots=True)
 class StrategyConfig:
     name: str = "momentum"
     params: dict[str, Any] = field(default_factory=dict)
@@ -140,6 +184,7 @@ class RunConfig:
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
     account: AccountConfig = field(default_factory=AccountConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    l2: L2Config | None = None
     specs: dict[str, SymbolSpec] = field(default_factory=dict)
     sync_ns: int = 0
     position_fraction: float = 0.9
@@ -177,6 +222,13 @@ class RunConfig:
             )
         if self.chunk_rows < 1:
             raise ConfigError("execution.chunk_rows: must be >= 1")
+        if self.l2 is not None:
+            if set(self.l2.files) != set(self.symbols):
+                raise ConfigError("l2.files: must name exactly the run's symbols")
+            if self.approval != "symbol":
+                raise ConfigError(
+                    "execution.approval: an L2 replay's strategies approve themselves"
+                )
 
     def spec(self, symbol: str) -> SymbolSpec:
         return self.specs.get(symbol) or SymbolSpec(symbol)

@@ -62,3 +62,28 @@ class QuotingStrategy:
             self.quotes[side] = venue.submit(
                 OrderRequest(side=side, qty=self.size, order_type=OrderType.LIMIT, price=price)
             )
+
+
+TICK_STRATEGIES = {"quote": QuotingStrategy}
+
+
+def make_tick_strategy(name: str, params: dict[str, object]) -> QuotingStrategy:
+    """A tick strategy by name; ValueError naming the parameter for bad params."""
+    if name not in TICK_STRATEGIES:
+        raise ValueError(
+            f"unknown tick strategy {name!r}: expected one of {sorted(TICK_STRATEGIES)}"
+        )
+    known = {"size", "offset", "max_position"}
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"tick strategy {name}: unknown parameters {sorted(unknown)}")
+    size = params.get("size", 0.01)
+    offset = params.get("offset", 0)
+    max_position = params.get("max_position", 0.0)
+    if not isinstance(size, int | float) or size <= 0:
+        raise ValueError(f"tick strategy {name}: size must be > 0, got {size!r}")
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"tick strategy {name}: offset must be an integer >= 0, got {offset!r}")
+    if not isinstance(max_position, int | float) or max_position < 0:
+        raise ValueError(f"tick strategy {name}: max_position must be >= 0, got {max_position!r}")
+    return QuotingStrategy(float(size), offset=offset, max_position=float(max_position))

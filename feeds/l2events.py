@@ -117,3 +117,17 @@ def recording_events(rec: Recording, *, depth: bool = True, tops: bool = True) -
         ts = np.maximum.accumulate(ts)  # pre-snapshot diffs replayed at the snapshot
         ev = ev._replace(ts=ts)
     return ev
+
+
+def infer_grid(rec: Recording) -> tuple[float, float]:
+    """The tick and lot sizes the recording's snapshot shows: the smallest gap between
+    its distinct prices, and between its distinct quantities (rounded to 12 digits)."""
+    d = rec.depth
+    snap = _np(d["is_snapshot"]).astype(bool)
+    prices = np.unique(_np(d["price"]).astype(np.float64)[snap])
+    qtys = np.unique(_np(d["qty"]).astype(np.float64)[snap])
+    if len(prices) < 2 or len(qtys) < 2:
+        raise DataError(f"{rec.source}: the snapshot is too small to infer tick and lot sizes")
+    tick = float(np.round(np.diff(prices).min(), 12))
+    lot = float(np.round(np.diff(qtys).min(), 12))
+    return tick, lot

@@ -1,0 +1,117 @@
+"""One symbol's L2 replay inside a symbol actor: market events, an L2 venue and a tick strategy.
+
+It answers the clock like :class:`tickray.engine.symbol.SymbolSim` does, so the
+same topology (clock, symbol actors on Ray or in-process, portfolio, recorder)
+replays order books. Step ``(t0, t1]`` replays the market events stamped
+``< t1`` (a message at exactly ``t1`` belongs to the next step, as a bar
+closing at ``t1`` would), carries out the actions and timers due before
+``t1``, then marks the position at the mid price (the last trade while the
+book is one-sided or empty; 0 before any price, when nothing can be held).
+
+Tick strategies place their own orders with the venue (they approve
+themselves): the outbox carries fills, order updates and marks, never intents.
+Runs use ``interval_ns = 1`` so that the portfolio and the recorder book each
+fill at the first step boundary after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from tickray.engine.book import MarketEvents
+from tickray.engine.clock import ceil_to
+from tickray.engine.events import (
+    EMPTY_FILLS,
+    EMPTY_UPDATES,
+    OrderUpdate,
+    Outbox,
+    RiskDecision,
+    fill_batch,
+    update_batch,
+)
+from tickray.engine.l2venue import L2Venue, TickStrategy
+
+I64 = npt.NDArray[np.int64]
+
+
+class L2SymbolSim:
+    """Market events of one symbol through an :class:`L2Venue` driven by a tick strategy."""
+
+    def __init__(
+        self,
+        venue: L2Venue,
+        strategy: TickStrategy,
+        batches: Iterator[MarketEvents],
+        *,
+        sync_ns: int,
+        t0: int,
+        timer_ns: int = 0,
+        wake_ticks: int = 0,
+        wake_on_fill: bool = True,
+    ) -> None:
+        self.venue = venue
+        self.symbol = venue.symbol
+        self.sync = sync_ns
+        self.time = t0
+        self._batches = batches
+        self._ev: MarketEvents | None = None
+        self._i = 0
+        self._last_mark = 0.0
+        venue.attach(strategy, timer_ns=timer_ns, wake_ticks=wake_ticks, wake_on_fill=wake_on_fill)
+
+    @property
+    def position(self) -> float:
+        return self.venue.position
+
+    def _next(self) -> MarketEvents | None:
+        while self._ev is None or self._i >= len(self._ev.ts):
+            nxt = next(self._batches, None)
+            if nxt is None:
+                return None
+            self._ev, self._i = nxt, 0
+        return self._ev
+
+    def _run_before(self, b: int) -> None:
+        """Replay every event stamped before ``b``, then the actions due before it."""
+        while (ev := self._next()) is not None:
+            j = int(ev.ts.searchsorted(b, side="left"))
+            if j <= self._i:
+                break
+            self.venue.run(ev.slice(self._i, j), b - 1)
+            self._i = j
+        self.venue.flush(b - 1)
+
+    def _mark(self) -> float:
+        book = self.venue.book
+        bb, ba = book.best_bid_tick(), book.best_ask_tick()
+        if bb is not None and ba is not None:
+            self._last_mark = (bb + ba) * self.venue.spec.tick_size / 2
+        elif (t := book.last_trade_tick) is not None:
+            self._last_mark = t * self.venue.spec.tick_size
+        return self._last_mark
+
+    def advance(self, until: int, decisions: Sequence[RiskDecision]) -> Outbox:
+        """Replay to the step boundary ``until``; marks at every boundary on the way."""
+        if decisions:
+            raise ValueError(f"{self.symbol}: an L2 replay sends no intents, got decisions")
+        t = self.time
+        bounds = np.arange(ceil_to(t + 1, self.sync), until + 1, self.sync, dtype=np.int64)
+        marks = np.empty(len(bounds))
+        for k, b in enumerate(bounds.tolist()):
+            self._run_before(b)
+            marks[k] = self._mark()
+        self.time = until
+        fills, realized, positions, ups = self.venue.take_events()
+        fb = fill_batch(fills, realized, positions) if fills else EMPTY_FILLS
+        ub = update_batch(ups) if ups else EMPTY_UPDATES
+        return Outbox(self.symbol, until, [], ub, fb, bounds, marks, self.venue.position)
+
+    def finish(self, t: int, decisions: Sequence[RiskDecision], reason: str) -> list[OrderUpdate]:
+        """End of run at ``t``: cancel every open order at once."""
+        for o in self.venue.open_orders():
+            self.venue.cancel_now(o.order_id, t, reason)
+        _, _, _, ups = self.venue.take_events()
+        return ups
