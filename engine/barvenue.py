@@ -258,7 +258,9 @@ class BarVenue(Venue):
         hs = self._half_spread(price)
         px = price
         if hs:  # a price we made up goes to the tick, against us; the market's own stays
-            px = self._round_adverse(o.side, price + hs if o.side == Side.BUY else price - hs)
+            px = self.spec.round_price_against(
+                price + hs if o.side == Side.BUY else price - hs, o.side
+            )
         if o.current_type() is not OrderType.MARKET and o.price is not None:
             px = min(px, o.price) if o.side == Side.BUY else max(px, o.price)
         self._fill_capped(o, px, Liquidity.TAKER, ts, rest)
@@ -274,13 +276,6 @@ class BarVenue(Venue):
         self._here = rest
         self._fill(o, qty, price, liq, ts)
         self._here = None
-
-    def _round_adverse(self, side: Side, price: float) -> float:
-        tick = self.spec.tick_size
-        steps = (
-            math.ceil(price / tick - 1e-9) if side == Side.BUY else math.floor(price / tick + 1e-9)
-        )
-        return round(steps * tick, self.spec.price_decimals)
 
     # -- the venue hooks ------------------------------------------------------------------
     def _activate(self, o: SimOrder, ts: int) -> None:

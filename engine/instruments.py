@@ -54,6 +54,15 @@ class SymbolSpec:
         """Nearest tick (half to even)."""
         return round(round(price / self.tick_size) * self.tick_size, self.price_decimals)
 
+    def round_price_against(self, price: float, side: int) -> float:
+        """To the tick, away from the trader: up for a buy (side 1), down for a sell (-1).
+
+        For prices the simulation makes up (a spread, an impact), never the market's own.
+        """
+        tick = self.tick_size
+        steps = math.ceil(price / tick - 1e-9) if side == 1 else math.floor(price / tick + 1e-9)
+        return round(steps * tick, self.price_decimals)
+
     def floor_qty(self, qty: float) -> float:
         """Largest whole number of steps not above ``qty`` (for ``qty >= 0``).
 
@@ -76,3 +85,25 @@ class SymbolSpec:
     def tradable(self, qty: float, price: float) -> bool:
         """True when ``qty`` at ``price`` meets the minimum quantity and notional."""
         return qty > 0 and qty >= self.min_qty and qty * price >= self.min_notional
+
+
+def book_fill(
+    position: float, avg_price: float, q: float, price: float, spec: SymbolSpec
+) -> tuple[float, float, float]:
+    """A signed fill ``q`` at ``price`` on a position held at average cost.
+
+    Returns (position after, average price after, realised PnL of the fill),
+    fees apart. A fill on the position's side moves the average; one against
+    it realises ``closed x (price - average)`` and, crossing through zero,
+    opens the rest at ``price``.
+    """
+    realized = 0.0
+    if position == 0.0 or (position > 0) == (q > 0):
+        avg_price = (avg_price * abs(position) + price * abs(q)) / abs(position + q)
+    else:
+        closed = min(abs(q), abs(position))
+        realized = closed * (price - avg_price) * (1.0 if position > 0 else -1.0)
+        if abs(q) > abs(position):
+            avg_price = price
+    after = spec.round_qty(position + q)
+    return after, (0.0 if after == 0.0 else avg_price), realized

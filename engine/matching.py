@@ -47,7 +47,7 @@ from tickray.engine.events import (
     update_batch,
 )
 from tickray.engine.impact import ImpactModel, NoImpact
-from tickray.engine.instruments import SymbolSpec
+from tickray.engine.instruments import SymbolSpec, book_fill
 from tickray.engine.latency import ConstantLatency, LatencyKind, LatencyModel
 from tickray.engine.orders import (
     OrderError,
@@ -513,26 +513,13 @@ class Venue:
         vol, sigma = self._impact_inputs()
         p = self.impact.price(ts, int(side), qty, price, vol, sigma)
         self.impact.record(ts, int(side), qty, price, vol, sigma)
-        if p == price:
-            return price
-        tick = self.spec.tick_size
-        steps = math.ceil(p / tick - 1e-9) if side == Side.BUY else math.floor(p / tick + 1e-9)
-        return round(steps * tick, self.spec.price_decimals)
+        return price if p == price else self.spec.round_price_against(p, side)
 
     def _book(self, q: float, price: float) -> None:
         """Position and realised PnL of a signed fill (average cost), fees apart."""
-        p = self.position
-        realized = 0.0
-        if p == 0.0 or (p > 0) == (q > 0):
-            self.avg_price = (self.avg_price * abs(p) + price * abs(q)) / abs(p + q)
-        else:
-            closed = min(abs(q), abs(p))
-            realized = closed * (price - self.avg_price) * (1.0 if p > 0 else -1.0)
-            if abs(q) > abs(p):
-                self.avg_price = price
-        self.position = self.spec.round_qty(p + q)
-        if self.position == 0.0:
-            self.avg_price = 0.0
+        self.position, self.avg_price, realized = book_fill(
+            self.position, self.avg_price, q, price, self.spec
+        )
         self.realized += realized
         self._realized.append(realized)
         self._positions.append(self.position)

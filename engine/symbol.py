@@ -55,7 +55,7 @@ from tickray.engine.events import (
     update_batch,
 )
 from tickray.engine.impact import NoImpact, impact_from_spec
-from tickray.engine.instruments import SymbolSpec
+from tickray.engine.instruments import SymbolSpec, book_fill
 from tickray.engine.matching import Fees
 from tickray.engine.orders import OrderRequest, OrderRules
 from tickray.engine.strategies import BarStrategy
@@ -555,19 +555,9 @@ class _OpenFills:
         return done
 
     def _book(self, q: float, price: float) -> None:
-        """The venue's average-cost book (tickray.engine.matching.Venue._book)."""
-        p = self.position
-        realized = 0.0
-        if p == 0.0 or (p > 0) == (q > 0):
-            self.avg_price = (self.avg_price * abs(p) + price * abs(q)) / abs(p + q)
-        else:
-            closed = min(abs(q), abs(p))
-            realized = closed * (price - self.avg_price) * (1.0 if p > 0 else -1.0)
-            if abs(q) > abs(p):
-                self.avg_price = price
-        self.position = self.spec.round_qty(p + q)
-        if self.position == 0.0:
-            self.avg_price = 0.0
+        self.position, self.avg_price, realized = book_fill(
+            self.position, self.avg_price, q, price, self.spec
+        )
         self.realized += realized
         self._realized.append(realized)
         self._positions.append(self.position)
