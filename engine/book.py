@@ -500,14 +500,15 @@ def _run(
     n = len(ts)
     base = st[_BASE]
     size = len(bid)
+    first = i
     while i < n:
         if ts[i] > stop_ts:
+            st[_N_ROWS] += i - first
             return i, 0, RET_TIME
         k = kind[i]
         s = side[i]
         x = tick[i] - base
         nout = 0
-        st[_N_ROWS] += 1
         if k == DEPTH:
             if x < 0 or x >= size:
                 st[_N_DROPPED] += 1
@@ -548,12 +549,15 @@ def _run(
             nout = _message_end(st, bid, ask, btk, atk, oi, of, order, qp, out, outq, nout)
         i += 1
         if nout > 0:
+            st[_N_ROWS] += i - first
             return i, nout, RET_OUTPUT
         wt = st[_WAKE_TICKS]
         if wt > 0 and end[i - 1] and st[_BB] >= 0 and st[_BA] >= 0:
             bb, ba = st[_BB] + base, st[_BA] + base
             if abs(bb - st[_WAKE_BB]) >= wt or abs(ba - st[_WAKE_BA]) >= wt:
+                st[_N_ROWS] += i - first
                 return i, 0, RET_WAKE
+    st[_N_ROWS] += i - first
     return i, 0, RET_END
 
 
