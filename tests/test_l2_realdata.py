@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tickray.engine.book import DEPTH, L2Book
-from tickray.engine.events import Liquidity
+from tickray.engine.book import DEPTH, ConservativeQueue, L2Book, ProbabilisticQueue
+from tickray.engine.events import Liquidity, OrderType, Side
 from tickray.engine.instruments import SymbolSpec
 from tickray.engine.l2venue import L2Venue
+from tickray.engine.orders import OrderRequest
 from tickray.engine.quoting import QuotingStrategy
 from tickray.feeds.l2events import recording_events
 from tickray.feeds.recordings import read_binance_recording
@@ -85,3 +86,59 @@ def test_quoting_on_real_depth_keeps_the_accounts_straight(
     for o in v.orders.values():
         got = sum(f.qty for f in v.fills if f.order_id == o.order_id)
         assert got == pytest.approx(o.filled, abs=1e-9) and o.filled <= o.qty + 1e-12
+
+
+class _OneBid:
+    """After ``delay_s``, rests one bid at the ``level``-th bid price; samples its queue."""
+
+    def __init__(self, level: int, delay_s: int) -> None:
+        self.level, self.delay = level, delay_s * 1_000_000_000
+        self.oid = 0
+        self.start = 0
+        self.samples: list[tuple[int, float]] = []
+
+    def on_start(self, venue: L2Venue) -> None:
+        self.start = venue.now
+
+    def on_wake(self, venue: L2Venue) -> None:
+        if not self.oid:
+            levels = venue.book.depth(1, self.level)
+            if venue.now >= self.start + self.delay and len(levels) == self.level:
+                self.oid = venue.submit(
+                    OrderRequest(
+                        side=Side.BUY, qty=0.05, order_type=OrderType.LIMIT, price=levels[-1][0]
+                    )
+                )
+            return
+        o = venue.orders[self.oid]
+        if o.slot >= 0:
+            self.samples.append((venue.now, venue.book.slot_ahead(o.slot)))
+
+
+def _queue_run(
+    shared_data: Path, queue: object, level: int, delay_s: int
+) -> tuple[_OneBid, L2Venue]:
+    rec = read_binance_recording(_path(shared_data, "binance_usdm_ETHUSDT_2024-08-08.ws.gz"))
+    v = L2Venue(SymbolSpec("ETHUSDT", tick_size=0.01, step_size=0.001), queue=queue)  # type: ignore[arg-type]
+    s = _OneBid(level, delay_s)
+    v.attach(s, timer_ns=100_000_000, wake_ticks=1)
+    v.run(recording_events(rec))
+    return s, v
+
+
+@pytest.mark.parametrize(("level", "delay_s"), [(2, 120), (3, 200)])
+def test_queue_position_on_real_depth_only_moves_forward(
+    shared_data: Path, level: int, delay_s: int
+) -> None:
+    """A bid waiting in a real queue: the quantity ahead never grows, it fills once at the front
+    (or when the price trades through it), and cancels ahead (probabilistic) only help."""
+    cons, v1 = _queue_run(shared_data, ConservativeQueue(), level, delay_s)
+    prob, v2 = _queue_run(shared_data, ProbabilisticQueue(power=2.0), level, delay_s)
+    for s, v in ((cons, v1), (prob, v2)):
+        aheads = [a for _, a in s.samples]
+        assert len(aheads) > 30 and aheads[0] > 0.5  # it really waited behind others
+        assert all(b <= a + 1e-12 for a, b in zip(aheads, aheads[1:], strict=False))
+        assert v.fills and v.fills[0].ts_event > s.samples[0][0]
+    by_ts = dict(cons.samples)
+    assert all(a <= by_ts[ts] + 1e-12 for ts, a in prob.samples if ts in by_ts)
+    assert min(f.ts_event for f in v2.fills) <= min(f.ts_event for f in v1.fills)
