@@ -13,11 +13,12 @@ market_data + submit`` (or ``modify``, ``cancel``) latency: the strategy saw
 the market ``market_data`` late and its message travels ``submit`` more. An
 action due at ``t`` happens after every market event stamped ``<= t``.
 
-Links: an OCO group cancels its other members at the first fill of one; an
-OTO child (and a bracket's take-profit and stop-loss) waits, accepted but
-inactive, until its parent is filled in full (a parent canceled or expired
-after a partial fill releases its children for the filled quantity; one
-canceled with nothing filled cancels them).
+Links: an OCO group cancels its other members at the first fill of one, and
+when one is canceled, expires or is rejected (as Binance does). An OTO child
+(and a bracket's take-profit and stop-loss) waits, accepted but inactive,
+until its parent is filled in full (a parent canceled or expired after a
+partial fill releases its children for the filled quantity; one canceled with
+nothing filled cancels them).
 
 Fees: ``maker`` or ``taker`` rate times the fill's notional, in the quote
 asset, rounded to 8 decimals. Impact applies to taker fills only.
@@ -499,11 +500,12 @@ class Venue:
             o.filled = o.qty
         # a fill's update carries that fill's price (the order's limit stays on the order)
         self._set(o, OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED, ts, "", price)
-        for sib in o.oco:
+        siblings, o.oco = o.oco, []
+        for sib in siblings:
             s = self.orders[sib]
+            s.oco = [x for x in s.oco if x != o.order_id]  # it must not end us in turn
             if s.is_open:
                 self._close(s, OrderStatus.CANCELED, ts, f"OCO: order {o.order_id} filled")
-        o.oco = []
         if done:
             self._unrest(o)
             self._release_children(o, ts)
@@ -558,10 +560,12 @@ class Venue:
         """End an open order (canceled, expired or rejected), with its links."""
         self._unrest(o)
         self._set(o, status, ts, reason)
-        for sib in o.oco:
+        siblings, o.oco = o.oco, []
+        for sib in siblings:  # as on Binance: ending one leg of an OCO ends the other
             s = self.orders[sib]
-            if s.is_open and s.held:
-                continue  # held siblings follow their parent, not each other
+            if s.is_open:
+                why = f"OCO: order {o.order_id} {status.name.lower()}"
+                self._close(s, OrderStatus.CANCELED, ts, why)
         if o.children:
             if o.filled > 0:
                 self._release_children(o, ts)

@@ -588,3 +588,13 @@ def test_timer_and_book_moves_wake_the_strategy() -> None:
     v.run(t.events())
     v.flush(300)
     assert rec.times == [0, 60, 100, 200, 300]
+
+
+def test_canceling_one_oco_leg_cancels_the_other() -> None:
+    v = venue()
+    a, b = v.submit_oco(limit(BUY, 1.0, 99.0), limit(SELL, 1.0, 101.0))
+    v.flush(0)
+    v.cancel(a)
+    v.flush(0)
+    assert statuses(v, a)[-1] == "CANCELED" and statuses(v, b)[-1] == "CANCELED"
+    assert reasons(v, b) == [f"OCO: order {a} canceled"]
