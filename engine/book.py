@@ -610,6 +610,39 @@ def _available(lv: F64, tk: F64, best: int, side: int, limit: int, qty: float) -
     return total
 
 
+@jit
+def _place(
+    st: I64,
+    bid: F64,
+    ask: F64,
+    btk: F64,
+    atk: F64,
+    oi: I64,
+    of: F64,
+    s: int,
+    side: int,
+    tick: int,
+    qty: float,
+    ahead: float,
+) -> None:
+    """Fill slot ``s`` as a resting order; ``ahead < 0`` means the level's visible quantity."""
+    for c in range(_OI_COLS):
+        oi[s, c] = 0
+    for c in range(_OF_COLS):
+        of[s, c] = 0.0
+    oi[s, _OST] = RESTING
+    oi[s, _OSIDE] = side
+    oi[s, _OTICK] = tick
+    of[s, _LEFT] = qty
+    if ahead < 0.0:
+        x = tick - st[_BASE]
+        ahead = 0.0
+        if 0 <= x < len(bid):
+            ahead = bid[x] - btk[x] if side == 1 else ask[x] - atk[x]
+            ahead = max(ahead, 0.0)
+    of[s, _AHEAD] = ahead
+
+
 class BookStats(NamedTuple):
     messages: int
     rows: int
@@ -801,13 +834,20 @@ class L2Book:
         """
         self._ensure(tick, tick)
         s = self._slot()
-        self.oi[s] = 0
-        self.of[s] = 0.0
-        self.oi[s, _OST] = RESTING
-        self.oi[s, _OSIDE] = side
-        self.oi[s, _OTICK] = tick
-        self.of[s, _LEFT] = qty
-        self.of[s, _AHEAD] = self.level(side, tick) if ahead is None else ahead
+        _place(
+            self.st,
+            self.bid,
+            self.ask,
+            self.btk,
+            self.atk,
+            self.oi,
+            self.of,
+            s,
+            side,
+            tick,
+            qty,
+            -1.0 if ahead is None else ahead,
+        )
         self._prio.append(s)
         self._sync_order()
         return s

@@ -143,10 +143,11 @@ class L2Venue(Venue):
             if not self._started and None not in (book.best_bid_tick(), book.best_ask_tick()):
                 self._start()
                 started = True  # that stop was the start: on_start has run, no extra wake
-            # name each output's order now: settling one may free a slot another reuses
-            owners = [self._slots.get(slot) for slot, _, _, _ in outs]
-            for oid, (slot, kind, tick, qty) in zip(owners, outs, strict=True):
-                self._settle(oid, slot, kind, tick, qty)
+            if outs:
+                # name each output's order now: settling one may free a slot another reuses
+                owners = [self._slots.get(slot) for slot, _, _, _ in outs]
+                for oid, (slot, kind, tick, qty) in zip(owners, outs, strict=True):
+                    self._settle(oid, slot, kind, tick, qty)
             woke = (why == RET_WAKE and not started) or (bool(outs) and self.wake_on_fill)
             if why == RET_TIME:
                 if stop == until and (nxt is None or nxt > until) and self._next_timer > until:
