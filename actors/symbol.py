@@ -63,12 +63,13 @@ class SymbolActor:
                 interval_ns=config.interval_ns,
                 sync_ns=config.sync_ns,
                 t0=t0,
-                account=config.account,
+                account=config.account_for(s),
                 allocation=config.allocation,
                 budget=config.budget,
                 self_approve=config.approval == "symbol",
                 execution=config.execution,
                 calendar=calendar,
+                maker_fee=config.fees_for(s)[0],
             )
 
     def _start_l2(self, config: RunConfig, symbols: Sequence[str], t0: int) -> None:
@@ -76,12 +77,12 @@ class SymbolActor:
         l2 = config.l2
         assert l2 is not None
         ex = config.execution
-        maker = config.account.taker_fee if ex.maker_fee is None else ex.maker_fee
         for s in symbols:
+            maker, taker = config.fees_for(s)
             events = recording_events(read_binance_recording(l2.files[s]))
             venue = L2Venue(
                 config.spec(s),
-                fees=Fees(maker=maker, taker=config.account.taker_fee),
+                fees=Fees(maker=maker, taker=taker),
                 latency=latency_from_spec(l2.latency, seed=symbol_seed(l2.seed, s)),
                 impact=impact_from_spec(ex.impact),
                 rules=OrderRules(ex.rules),

@@ -265,7 +265,16 @@ def _execution(args: argparse.Namespace) -> ExecutionConfig:
             raise UsageError(f"--impact: not JSON ({e.msg}): {args.impact!r}") from None
         if not isinstance(impact, dict):
             raise UsageError(f"--impact: expected a JSON object, got {args.impact!r}")
+    symbol_fees: dict[str, tuple[float, float]] = {}
+    for item in args.symbol_fee or []:
+        name, _, rates = item.partition("=")
+        try:
+            maker, taker = (float(x) for x in rates.split(","))
+        except ValueError:
+            raise UsageError(f"--symbol-fee: expected SYMBOL=MAKER,TAKER, got {item!r}") from None
+        symbol_fees[name.strip().upper()] = (maker, taker)
     return ExecutionConfig(
+        symbol_fees=symbol_fees,
         spread_bps=args.spread_bps,
         participation=args.participation,
         maker_fee=args.maker_fee,
@@ -314,6 +323,12 @@ def parser() -> argparse.ArgumentParser:
         "--participation", type=float, help="max share of a bar's volume our fills take (0-1]"
     )
     b.add_argument("--maker-fee", type=float, help="maker fee rate (default: the taker fee)")
+    b.add_argument(
+        "--symbol-fee",
+        action="append",
+        metavar="SYMBOL=MAKER,TAKER",
+        help="fee rates of one symbol, instead of --maker-fee/--fee",
+    )
     b.add_argument(
         "--impact",
         help='impact model as JSON, e.g. \'{"model": "sqrt", "coef": 1, "decay": "60s"}\'',

@@ -7,7 +7,7 @@ ns UTC; durations are ns.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tickray.engine.book import queue_from_spec
@@ -61,7 +61,8 @@ class ExecutionConfig:
     prices and quantities to the symbol's tick and lot, or ``"reject"`` orders
     off the grid. ``calendar``: the venue's trading hours (``"24/7"``,
     ``"NYSE"``); ``hours``: orders outside them ``"wait"`` for the open or are
-    ``"reject"``-ed.
+    ``"reject"``-ed. ``symbol_fees``: per-symbol (maker, taker) rates that
+    replace the run's for that symbol, in fills and in the cash check.
     """
 
     spread_bps: float = 0.0
@@ -72,9 +73,21 @@ class ExecutionConfig:
     rules: str = "round"
     calendar: str = "24/7"
     hours: str = "wait"
+    symbol_fees: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _nonneg("execution.spread_bps", self.spread_bps)
+        for sym, pair in self.symbol_fees.items():
+            if not (isinstance(pair, tuple | list) and len(pair) == 2):
+                raise ConfigError(
+                    f"execution.symbol_fees.{sym}: expected (maker, taker), got {pair!r}"
+                )
+            maker, taker = pair
+            if not (isinstance(maker, int | float) and -0.01 <= maker < 0.1):
+                raise ConfigError(
+                    f"execution.symbol_fees.{sym}: maker must be in [-0.01, 0.1), got {maker!r}"
+                )
+            _fraction(f"execution.symbol_fees.{sym}.taker", taker)
         if not isinstance(self.spread_ticks, int) or self.spread_ticks < 0:
             raise ConfigError(
                 f"execution.spread_ticks: must be an integer >= 0, got {self.spread_ticks!r}"
@@ -222,6 +235,9 @@ class RunConfig:
             )
         if self.chunk_rows < 1:
             raise ConfigError("execution.chunk_rows: must be >= 1")
+        unknown = set(self.execution.symbol_fees) - set(self.symbols)
+        if unknown:
+            raise ConfigError(f"execution.symbol_fees: not in the run's symbols: {sorted(unknown)}")
         if self.l2 is not None:
             if set(self.l2.files) != set(self.symbols):
                 raise ConfigError("l2.files: must name exactly the run's symbols")
@@ -232,6 +248,22 @@ class RunConfig:
 
     def spec(self, symbol: str) -> SymbolSpec:
         return self.specs.get(symbol) or SymbolSpec(symbol)
+
+    def fees_for(self, symbol: str) -> tuple[float, float]:
+        """(maker, taker) rates of ``symbol``: its own, else the run's."""
+        own = self.execution.symbol_fees.get(symbol)
+        if own is not None:
+            return float(own[0]), float(own[1])
+        maker = self.execution.maker_fee
+        taker = self.account.taker_fee
+        return (taker if maker is None else maker), taker
+
+    def account_for(self, symbol: str) -> AccountConfig:
+        """The account as ``symbol``'s cash check sees it (its own taker fee)."""
+        taker = self.fees_for(symbol)[1]
+        if taker == self.account.taker_fee:
+            return self.account
+        return replace(self.account, taker_fee=taker)
 
     @property
     def budget(self) -> float:

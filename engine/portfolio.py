@@ -132,6 +132,7 @@ class Portfolio:
         self.symbols = list(config.symbols)
         self.index = {s: i for i, s in enumerate(self.symbols)}
         self.specs: list[SymbolSpec] = [config.spec(s) for s in self.symbols]
+        self.accounts = [config.account_for(s) for s in self.symbols]  # per-symbol taker fee
         n = len(self.symbols)
         self.alloc = acct.initial_cash / n
         self.short_margin = acct.short_margin
@@ -416,7 +417,7 @@ class Portfolio:
         px = float(self.mark[i]) if not math.isnan(self.mark[i]) else it.ref_price
         proj = float(self.pos[i] + self.pending_pos[i])
         chk = check_cash(
-            self.config.account, self.specs[i], it.side, it.qty, proj, px, self.free_cash()
+            self.accounts[i], self.specs[i], it.side, it.qty, proj, px, self.free_cash()
         )
         if chk.action != RiskAction.REJECT:
             self._pending[(it.symbol, it.intent_id)] = (it.side * chk.qty, chk.cash_estimate)

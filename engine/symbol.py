@@ -118,6 +118,7 @@ class SymbolSim:
         self_approve: bool = False,
         execution: ExecutionConfig | None = None,
         calendar: Calendar | None = None,
+        maker_fee: float | None = None,
     ) -> None:
         self.spec = spec
         self.symbol = spec.symbol
@@ -142,7 +143,8 @@ class SymbolSim:
         self.open_intents: dict[int, OrderIntent] = {}
         self._next_id = 1
         ex = execution or ExecutionConfig()
-        maker = account.taker_fee if ex.maker_fee is None else ex.maker_fee
+        maker = maker_fee if maker_fee is not None else ex.maker_fee
+        maker = account.taker_fee if maker is None else maker
         self.venue = BarVenue(
             spec,
             interval_ns,

@@ -10,7 +10,13 @@ from conftest import SMALL_END, SMALL_START, SMALL_SYMBOLS, results_digest
 
 from tickray.cluster.runner import run_backtest
 from tickray.engine.clock import HOUR
-from tickray.engine.config import AccountConfig, ExecutionConfig, RunConfig, StrategyConfig
+from tickray.engine.config import (
+    AccountConfig,
+    ConfigError,
+    ExecutionConfig,
+    RunConfig,
+    StrategyConfig,
+)
 from tickray.engine.symbol import SymbolSim
 
 
@@ -123,3 +129,21 @@ def test_lean_open_fill_path_equals_the_venue_path(
     venue = run_backtest(_config(small_universe, approval=approval), tmp_path / "venue")
     assert lean.metrics["portfolio"]["trades"] > 10
     assert results_digest(venue.out) == results_digest(lean.out)
+
+
+@pytest.mark.parametrize("approval", ["portfolio", "symbol"])
+def test_per_symbol_fees_apply_to_that_symbol_only(
+    small_universe: Path, tmp_path: Path, approval: str
+) -> None:
+    special = SMALL_SYMBOLS[0]
+    execution = ExecutionConfig(symbol_fees={special: (0.0, 0.004)})
+    res = run_backtest(
+        _config(small_universe, execution=execution, approval=approval), tmp_path / "run"
+    )
+    fills = pq.read_table(res.out / "fills.parquet").to_pylist()
+    assert {f["symbol"] for f in fills} >= {special, SMALL_SYMBOLS[1]}
+    for f in fills:
+        rate = 0.004 if f["symbol"] == special else AccountConfig().taker_fee
+        assert f["fee"] == round(f["qty"] * f["price"] * rate, 8)
+    with pytest.raises(ConfigError, match="symbol_fees: not in the run's symbols"):
+        _config(small_universe, execution=ExecutionConfig(symbol_fees={"NOPEUSDT": (0.0, 0.001)}))
