@@ -197,7 +197,6 @@ class L2Venue(Venue):
         if self.strategy is None or not self._started:
             return
         self.strategy.on_wake(self)
-        self.new_fills = []
         self.book.wake_on_move(self.wake_ticks)
 
     def _observe(self, ev: MarketEvents, i: int, j: int) -> None:

@@ -127,7 +127,6 @@ class Venue:
         self.updates: list[OrderUpdate] = []
         self._realized: list[float] = []
         self._positions: list[float] = []
-        self.new_fills: list[Fill] = []  # since the strategy last looked
 
     # -- commands (issued at ``now``) ---------------------------------------------------
     def submit(
@@ -465,6 +464,8 @@ class Venue:
 
     def _take(self, o: SimOrder, ts: int, limit: float | None) -> None:
         for price, qty in self._take_liquidity(o.side, o.remaining, limit):
+            if not o.is_open:
+                break  # ended by a link while filling: nothing more fills
             self._fill(o, qty, price, Liquidity.TAKER, ts)
 
     def _on_trigger(self, o: SimOrder, ts: int, price: float) -> None:
@@ -489,7 +490,6 @@ class Venue:
         self.fills.append(
             Fill(self.symbol, o.order_id, self._next_fill, ts, o.side, qty, price, fee, liq)
         )
-        self.new_fills.append(self.fills[-1])
         self._next_fill += 1
         self.fees_paid += fee
         self._book(o.side * qty, price)
