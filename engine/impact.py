@@ -34,7 +34,8 @@ from typing import Any, Final, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from tickray.engine.clock import SECOND, duration_ns
+from tickray.engine.clock import SECOND
+from tickray.engine.specvalues import spec_duration, spec_number
 
 F64 = npt.NDArray[np.float64]
 
@@ -277,23 +278,11 @@ def impact_from_spec(spec: Mapping[str, Any] | None) -> ImpactModel:
 
 
 def _duration(where: str, value: object) -> int:
-    if isinstance(value, str):
-        try:
-            return duration_ns(value)
-        except ValueError:
-            pass
-    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise ImpactError(
-        f"{where} must be a duration (ns as an int >= 0, or text like '30s'), got {value!r}"
-    )
+    return spec_duration(where, value, ImpactError, "30s")
 
 
 def _number(where: str, value: object) -> float:
-    """A real number, returned as given (so that errors quote the spec's own text)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ImpactError(f"{where} must be a number, got {value!r}")
-    return value
+    return spec_number(where, value, ImpactError)
 
 
 def _check_nonneg(name: str, v: object) -> None:

@@ -36,7 +36,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from tickray.engine.clock import duration_ns
+from tickray.engine.specvalues import spec_duration, spec_number
 
 I64 = npt.NDArray[np.int64]
 
@@ -420,24 +420,11 @@ def _entry(where: str, value: object) -> int | LatencyDistribution:
 
 
 def _duration(where: str, value: object) -> int:
-    """A duration in ns: an int ``>= 0`` or text like ``"5ms"``."""
-    if isinstance(value, str):
-        try:
-            return duration_ns(value)
-        except ValueError:
-            pass
-    elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise LatencyError(
-        f"{where} must be a duration (ns as an int >= 0, or text like '5ms'), got {value!r}"
-    )
+    return spec_duration(where, value, LatencyError, "5ms")
 
 
 def _number(where: str, value: object) -> float:
-    """A real number, returned as given (so that errors quote the spec's own text)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise LatencyError(f"{where} must be a number, got {value!r}")
-    return value
+    return spec_number(where, value, LatencyError)
 
 
 # --------------------------------------------------------------------------- checks
