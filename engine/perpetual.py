@@ -1,0 +1,162 @@
+"""USD-M perpetual futures margin arithmetic: notional brackets, maintenance margin,
+liquidation prices and funding, as Binance defines them (one-way position mode).
+
+Amounts are in the quote asset (USDT); ``qty`` is the absolute position size
+in base units and ``side`` is +1 for a long, -1 for a short.
+
+* **Brackets.** Each symbol has a table of notional brackets. A position of
+  notional ``N`` falls in the bracket with ``floor <= N < cap``, which sets
+  its maximum leverage, its maintenance margin rate ``mmr`` and its
+  maintenance amount ``cum`` (so that the maintenance margin
+  ``N * mmr - cum`` is continuous across brackets:
+  ``cum_k = cum_{k-1} + floor_k * (mmr_k - mmr_{k-1})``).
+* **Liquidation.** A position is liquidated when its margin balance (wallet
+  balance plus unrealised PnL) falls to its maintenance margin. For one
+  position with wallet balance ``WB`` (the isolated margin, or the cross
+  wallet less the other positions' maintenance margins plus their unrealised
+  PnL) that gives ``LP = (WB + cum - side * qty * entry) / (qty * mmr - side * qty)``,
+  with the bracket of the position's notional at ``LP``.
+* **Funding.** At each funding time a position pays ``side * qty * mark * rate``
+  (longs pay shorts when the rate is positive); a negative payment is received.
+
+Nothing here reads data: tables and rates come from the run spec or from
+:mod:`tickray.feeds`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+class MarginError(ValueError):
+    """A bracket table, leverage or position the exchange would refuse; names the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bracket:
+    """One notional bracket: ``floor <= notional < cap``."""
+
+    floor: float
+    cap: float
+    max_leverage: float
+    mmr: float
+    cum: float
+
+
+@dataclass(frozen=True, slots=True)
+class BracketTable:
+    """A symbol's brackets, lowest first, checked for gaps and for continuous margin."""
+
+    symbol: str
+    brackets: tuple[Bracket, ...]
+
+    def __post_init__(self) -> None:
+        if not self.brackets:
+            raise MarginError(f"{self.symbol}: a bracket table needs at least one bracket")
+        prev: Bracket | None = None
+        for k, b in enumerate(self.brackets):
+            where = f"{self.symbol} bracket {k + 1}"
+            if not (0 <= b.floor < b.cap):
+                raise MarginError(f"{where}: floor {b.floor} must be >= 0 and below cap {b.cap}")
+            if not (0 < b.mmr < 1):
+                raise MarginError(f"{where}: mmr {b.mmr} must be in (0, 1)")
+            if not b.max_leverage >= 1:
+                raise MarginError(f"{where}: max_leverage {b.max_leverage} must be >= 1")
+            if prev is None:
+                if b.floor != 0 or b.cum != 0:
+                    raise MarginError(f"{where}: the first bracket starts at 0 with cum 0")
+            else:
+                if b.floor != prev.cap:
+                    raise MarginError(f"{where}: floor {b.floor} must equal the cap {prev.cap}")
+                want = prev.cum + b.floor * (b.mmr - prev.mmr)
+                if not math.isclose(b.cum, want, rel_tol=1e-9, abs_tol=1e-6):
+                    raise MarginError(
+                        f"{where}: cum {b.cum} breaks continuous margin (expected {want:.6f})"
+                    )
+            prev = b
+
+    def bracket(self, notional: float) -> Bracket:
+        """The bracket holding ``notional`` (the last one beyond its cap is an error)."""
+        for b in self.brackets:
+            if notional < b.cap:
+                return b
+        raise MarginError(
+            f"{self.symbol}: notional {notional:.2f} is above the largest bracket "
+            f"({self.brackets[-1].cap:.0f})"
+        )
+
+    def maintenance_margin(self, notional: float) -> float:
+        b = self.bracket(notional)
+        return notional * b.mmr - b.cum
+
+    def check_leverage(self, leverage: float, notional: float) -> None:
+        """MarginError when ``leverage`` is not allowed for a position of ``notional``."""
+        if not (math.isfinite(leverage) and leverage >= 1):
+            raise MarginError(f"{self.symbol}: leverage must be >= 1, got {leverage!r}")
+        b = self.bracket(notional)
+        if leverage > b.max_leverage:
+            raise MarginError(
+                f"{self.symbol}: leverage {leverage:g}x is above the {b.max_leverage:g}x allowed "
+                f"for a notional of {notional:.2f}"
+            )
+
+    def initial_margin(self, notional: float, leverage: float) -> float:
+        self.check_leverage(leverage, notional)
+        return notional / leverage
+
+
+def liquidation_price(
+    table: BracketTable, side: int, qty: float, entry: float, wallet: float
+) -> float:
+    """The mark price at which a position's margin balance meets its maintenance margin.
+
+    ``wallet`` is the margin backing the position: the isolated margin, or for
+    cross margin the wallet balance less the other positions' maintenance
+    margins plus their unrealised PnL. Returns 0.0 when no positive price
+    liquidates the position (a long backed by more than its notional).
+    """
+    if side not in (1, -1):
+        raise MarginError(f"side must be 1 or -1, got {side!r}")
+    if not (qty > 0 and entry > 0):
+        raise MarginError(f"qty and entry must be > 0, got {qty!r} and {entry!r}")
+    for b in table.brackets:
+        denom = qty * b.mmr - side * qty
+        price = (wallet + b.cum - side * qty * entry) / denom
+        if price <= 0:
+            continue
+        notional = qty * price
+        if b.floor <= notional < b.cap:
+            return price
+    return 0.0
+
+
+def margin_balance(side: int, qty: float, entry: float, mark: float, wallet: float) -> float:
+    """Wallet balance plus the position's unrealised PnL at ``mark``."""
+    return wallet + side * qty * (mark - entry)
+
+
+def funding_payment(side: int, qty: float, mark: float, rate: float) -> float:
+    """What the position pays at a funding time (negative: it receives)."""
+    return side * qty * mark * rate
+
+
+#: Binance's published USD-M BTCUSDT brackets (shape and values as of 2024), as an example
+#: and default; real runs should load the exchange's ``leverageBracket`` for their symbols.
+BTCUSDT_BRACKETS = BracketTable(
+    "BTCUSDT",
+    (
+        Bracket(0, 300_000, 125, 0.004, 0),
+        Bracket(300_000, 800_000, 100, 0.005, 300),
+        Bracket(800_000, 3_000_000, 75, 0.0065, 1_500),
+        Bracket(3_000_000, 12_000_000, 50, 0.01, 12_000),
+        Bracket(12_000_000, 70_000_000, 25, 0.02, 132_000),
+        Bracket(70_000_000, 100_000_000, 20, 0.025, 482_000),
+        Bracket(100_000_000, 230_000_000, 10, 0.05, 2_982_000),
+        Bracket(230_000_000, 480_000_000, 5, 0.1, 14_482_000),
+        Bracket(480_000_000, 600_000_000, 4, 0.125, 26_482_000),
+        Bracket(600_000_000, 800_000_000, 3, 0.15, 41_482_000),
+        Bracket(800_000_000, 1_200_000_000, 2, 0.25, 121_482_000),
+        Bracket(1_200_000_000, 1_800_000_000, 1, 0.5, 421_482_000),
+    ),
+)
