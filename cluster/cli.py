@@ -173,7 +173,7 @@ def build_l2_config(args: argparse.Namespace) -> RunConfig:
     """An order-book replay of recordings (one per symbol) with a tick strategy."""
     from tickray.engine.clock import ceil_to, floor_to
     from tickray.engine.config import L2Config
-    from tickray.feeds.l2events import infer_grid, recording_events
+    from tickray.feeds.l2events import infer_grid, recording_span
     from tickray.feeds.recordings import read_binance_recording
 
     sync = duration_ns(args.sync)
@@ -187,9 +187,9 @@ def build_l2_config(args: argparse.Namespace) -> RunConfig:
         files[rec.symbol] = str(path)
         tick, lot = infer_grid(rec)
         specs[rec.symbol] = SymbolSpec(rec.symbol, tick_size=tick, step_size=lot)
-        ts = recording_events(rec).ts
-        first.append(int(ts[0]))
-        last.append(int(ts[-1]))
+        span = recording_span(rec)
+        first.append(span[0])
+        last.append(span[1])
     latency = None
     if args.latency:
         try:

@@ -562,9 +562,7 @@ def _run(
 
 
 @jit
-def _take(
-    lv: F64, tk: F64, best: int, side: int, limit: int, qty: float, base: int, out: F64
-) -> int:
+def _take(lv: F64, tk: F64, best: int, side: int, limit: int, qty: float, out: F64) -> int:
     """Walk one side of the book from ``best`` for up to ``qty``, not beyond ``limit`` (index).
 
     ``side`` is the side of the book walked (-1 asks for a buyer, +1 bids for a
@@ -900,9 +898,6 @@ class L2Book:
     def slot_tick(self, slot: int) -> int:
         return int(self.oi[slot, _OTICK])
 
-    def slot_active(self, slot: int) -> bool:
-        return int(self.oi[slot, _OST]) in (RESTING, ARMED)
-
     def reduce(self, slot: int, qty: float) -> None:
         """Lower a resting order's quantity, keeping its queue position."""
         self.of[slot, _LEFT] = qty
@@ -934,7 +929,7 @@ class L2Book:
         left = qty
         while left > 0.0:
             start = int(self.st[_BA] if side == 1 else self.st[_BB])
-            n = _take(lv, tk, start, walk, lim, left, base, buf)
+            n = _take(lv, tk, start, walk, lim, left, buf)
             for k in range(n):
                 q = float(buf[2 * k + 1])
                 taken.append((int(buf[2 * k]) + base, q))

@@ -128,7 +128,6 @@ class SymbolSim:
         self.sync = sync_ns
         self.time = t0
         self.account = account
-        self.taker_fee = account.taker_fee
         self.allocation = allocation
         self.allow_short = account.allow_short
         self.self_approve = self_approve

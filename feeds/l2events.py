@@ -39,9 +39,10 @@ def recording_events(rec: Recording, *, depth: bool = True, tops: bool = True) -
         end = np.ones(len(line), dtype=bool)
         end[:-1] = rec.depth_line[:-1] != rec.depth_line[1:]
         uid = _np(d["last_update_id"]).astype(np.int64)
+        depth_ts = ts_numpy(d["ts"])
         first = int(np.flatnonzero(snap)[0])
         clear = MarketEvents(
-            np.array([ts_numpy(d["ts"])[first]], dtype=np.int64),
+            np.array([depth_ts[first]], dtype=np.int64),
             np.array([CLEAR], dtype=np.int8),
             np.zeros(1, dtype=np.int8),
             np.zeros(1),
@@ -55,7 +56,7 @@ def recording_events(rec: Recording, *, depth: bool = True, tops: bool = True) -
             (
                 line[rows],
                 MarketEvents(
-                    ts_numpy(d["ts"])[rows],
+                    depth_ts[rows],
                     np.full(len(line) - first, DEPTH, dtype=np.int8),
                     _np(d["side"]).astype(np.int8)[rows],
                     _np(d["price"]).astype(np.float64)[rows],
@@ -117,6 +118,21 @@ def recording_events(rec: Recording, *, depth: bool = True, tops: bool = True) -
         ts = np.maximum.accumulate(ts)  # pre-snapshot diffs replayed at the snapshot
         ev = ev._replace(ts=ts)
     return ev
+
+
+def recording_span(rec: Recording) -> tuple[int, int]:
+    """First and last ``ts`` of ``recording_events(rec)``, without merging the streams:
+    the snapshot, and the latest row received after it."""
+    start_line = int(rec.depth_line[np.flatnonzero(_np(rec.depth["is_snapshot"]).astype(bool))[0]])
+    last = rec.snapshot_ts
+    for table, line in (
+        (rec.depth, rec.depth_line),
+        (rec.trades, rec.trades_line),
+        (rec.tops, rec.tops_line),
+    ):
+        if table.num_rows and int(line[-1]) >= start_line:
+            last = max(last, int(ts_numpy(table["ts"])[-1]))
+    return rec.snapshot_ts, last
 
 
 def infer_grid(rec: Recording) -> tuple[float, float]:

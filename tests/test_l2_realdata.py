@@ -13,7 +13,7 @@ from tickray.engine.instruments import SymbolSpec
 from tickray.engine.l2venue import L2Venue
 from tickray.engine.orders import OrderRequest
 from tickray.engine.quoting import QuotingStrategy
-from tickray.feeds.l2events import recording_events
+from tickray.feeds.l2events import recording_events, recording_span
 from tickray.feeds.recordings import read_binance_recording
 
 pytestmark = pytest.mark.realdata
@@ -142,3 +142,12 @@ def test_queue_position_on_real_depth_only_moves_forward(
     by_ts = dict(cons.samples)
     assert all(a <= by_ts[ts] + 1e-12 for ts, a in prob.samples if ts in by_ts)
     assert min(f.ts_event for f in v2.fills) <= min(f.ts_event for f in v1.fills)
+
+
+@pytest.mark.parametrize(("name", "tick"), FILES)
+def test_recording_span_is_the_span_of_its_events(
+    shared_data: Path, name: str, tick: float
+) -> None:
+    rec = read_binance_recording(_path(shared_data, name))
+    ts = recording_events(rec).ts
+    assert recording_span(rec) == (int(ts[0]), int(ts[-1]))
