@@ -285,13 +285,13 @@ def read_symbol_specs(root: str | Path) -> dict[str, dict[str, float]]:
 # --------------------------------------------------------------------------------------------
 # Tick data: ROOT/<kind>/<SYMBOL>/<YYYY-MM-DD>.parquet, one file per UTC day of ts.
 
-TICK_KINDS = ("depth_updates", "trades", "book_tops")
+TICK_KINDS = ("depth_updates", "trades", "book_tops", "funding")
 DAY_RE = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])")
 DAY_FILE_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9].parquet"
 
 
 def tick_dir(root: str | Path, kind: str, symbol: str) -> Path:
-    """Folder holding one symbol's daily files of tick ``kind`` (depth_updates, trades, book_tops)."""
+    """Folder holding one symbol's daily files of tick ``kind`` (depth_updates, trades, book_tops, funding)."""
     if kind not in TICK_KINDS:
         raise DataError(f"unknown tick kind {kind!r}: expected one of {list(TICK_KINDS)}")
     return Path(root) / kind / validate_symbol(symbol)
