@@ -133,7 +133,7 @@ class Clock:
             # Symbols ahead may hold fills and updates of steps up to t_next: the
             # portfolio books them now, as it would have stepping one at a time.
             for s, ob in list(held.items()):
-                if ob.fills.size or ob.updates.size:
+                if ob.fills.size or ob.updates.size or len(ob.funding):
                     head, held[s] = split_outbox(ob, t_next, ivl, sync, self_ok, last_pos[s])
                     if head is not None:
                         settling.append(head)

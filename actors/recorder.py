@@ -79,6 +79,27 @@ ORDERS = pa.schema(
         ("reason", pa.string()),
     ]
 )
+FUNDING = pa.schema(
+    [
+        ("ts", TS),
+        ("symbol", pa.string()),
+        ("funding_rate", pa.float64()),
+        ("mark_price", pa.float64()),
+        ("position", pa.float64()),
+        ("payment", pa.float64()),
+    ]
+)
+LIQUIDATIONS = pa.schema(
+    [
+        ("ts", TS),
+        ("symbol", pa.string()),
+        ("side", pa.string()),
+        ("qty", pa.float64()),
+        ("price", pa.float64()),
+        ("fee", pa.float64()),
+        ("realized_pnl", pa.float64()),
+    ]
+)
 EQUITY = pa.schema(
     [("ts", TS), ("equity", pa.float64()), ("cash", pa.float64()), ("gross_exposure", pa.float64())]
 )
@@ -238,6 +259,7 @@ class Recorder:
         interval_ns: int,
         sync_ns: int,
         self_approval: bool = False,
+        perp: bool = False,
     ) -> None:
         self.out = Path(out)
         self.interval = interval_ns
@@ -270,7 +292,24 @@ class Recorder:
         self.equity = _Sink(self.partial / "equity.parquet", EQUITY)
         sym_schema = pa.schema([("ts", TS)] + [(s, pa.float64()) for s in self.symbols])
         self.symbol_equity = _Sink(self.partial / "symbol_equity.parquet", sym_schema)
-        self._sinks = [self.fills, self.orders, self.equity, self.symbol_equity]
+        self.positions = _Sink(self.partial / "positions.parquet", sym_schema)
+        self.marks = _Sink(self.partial / "marks.parquet", sym_schema)
+        self._pos = np.zeros(len(self.symbols))
+        self._col = {s: i for i, s in enumerate(self.symbols)}
+        self._sinks = [
+            self.fills,
+            self.orders,
+            self.equity,
+            self.symbol_equity,
+            self.positions,
+            self.marks,
+        ]
+        self.funding: _Sink | None = None
+        self.liquidations: _Sink | None = None
+        if perp:
+            self.funding = _Sink(self.partial / "funding.parquet", FUNDING)
+            self.liquidations = _Sink(self.partial / "liquidations.parquet", LIQUIDATIONS)
+            self._sinks += [self.funding, self.liquidations]
 
     def _ceil(self, ts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         out: npt.NDArray[np.int64] = -((-ts) // self.sync) * self.sync
@@ -299,10 +338,51 @@ class Recorder:
         if f.size:
             settle = np.full(f.size, self.settlement)
             self.fills.add_columns([f.data, res.fills.symbol, res.fills.cash_after, settle])
+            self._record_positions(f.data, res.fills.symbol)
+            if self.liquidations is not None:
+                liq = f.data["liquidity"] == int(Liquidity.LIQUIDATION)
+                if liq.any():
+                    d = f.data[liq]
+                    self.liquidations.add_columns(
+                        [
+                            d["ts"],
+                            res.fills.symbol[liq],
+                            _names(d["side"], _SIDE),
+                            d["qty"],
+                            d["price"],
+                            d["fee"],
+                            d["realized_pnl"],
+                        ]
+                    )
+        if self.funding is not None and res.funding is not None and len(res.funding.records):
+            r = res.funding.records
+            self.funding.add_columns(
+                [r["ts"], res.funding.symbol, r["rate"], r["mark"], r["position"], r["payment"]]
+            )
         self.record_orders(res.intents, res.updates)
         ts = res.equity_ts
         self.equity.add_columns([ts, res.equity, res.cash, res.gross])
         self.symbol_equity.add_columns([ts, *res.symbol_equity.T])
+        if res.marks is not None:
+            self.marks.add_columns([ts, *np.asarray(res.marks).T])
+
+    def _record_positions(self, d: npt.NDArray[np.void], symbols: npt.NDArray[np.object_]) -> None:
+        """A row of every symbol's position at each boundary where one changed (fills
+        arrive in booking order, by boundary)."""
+        steps = fill_steps(d["ts"], self.interval, self.sync)
+        cols = [self._col[s] for s in symbols.tolist()]
+        after = d["position_after"].tolist()
+        rows: list[npt.NDArray[np.float64]] = []
+        ts: list[int] = []
+        for k, step in enumerate(steps.tolist()):
+            if ts and ts[-1] != step:
+                rows.append(self._pos.copy())
+            if not ts or ts[-1] != step:
+                ts.append(step)
+            self._pos[cols[k]] = after[k]
+        rows.append(self._pos.copy())
+        table = np.array(rows)
+        self.positions.add_columns([np.array(ts, dtype=np.int64), *table.T])
 
     def record_orders(self, intents: Sequence[OrderIntent], records: UpdateRecords) -> None:
         """Intents become SUBMITTED rows, then this settlement's order updates."""

@@ -16,17 +16,19 @@ from tickray.engine.book import queue_from_spec
 from tickray.engine.clock import format_duration
 from tickray.engine.codec import decode_inboxes, encode_outboxes
 from tickray.engine.config import RunConfig
-from tickray.engine.events import EMPTY_FILLS, Inbox, Outbox, update_batch
+from tickray.engine.events import EMPTY_FILLS, ControlKind, Inbox, Outbox, update_batch
 from tickray.engine.impact import impact_from_spec
 from tickray.engine.l2sim import L2SymbolSim
 from tickray.engine.l2venue import L2Venue
 from tickray.engine.latency import latency_from_spec, symbol_seed
 from tickray.engine.matching import Fees
 from tickray.engine.orders import OrderRules
+from tickray.engine.perpstate import PerpSymbolState
 from tickray.engine.quoting import make_tick_strategy
 from tickray.engine.strategies import make_strategy
 from tickray.engine.symbol import SymbolSim
 from tickray.feeds.calendars import calendar_for
+from tickray.feeds.funding import perp_inputs
 from tickray.feeds.l2events import recording_events
 from tickray.feeds.recordings import read_binance_recording
 from tickray.feeds.replay import BarCursor
@@ -64,12 +66,13 @@ class SymbolActor:
                 sync_ns=config.sync_ns,
                 t0=t0,
                 account=config.account_for(s),
-                allocation=config.allocation,
+                allocation=config.allocation_for(s),
                 budget=config.budget,
                 self_approve=config.approval == "symbol",
                 execution=config.execution,
                 calendar=calendar,
                 maker_fee=config.fees_for(s)[0],
+                perp=_perp_state(config, s),
             )
 
     def _start_l2(self, config: RunConfig, symbols: Sequence[str], t0: int) -> None:
@@ -103,6 +106,11 @@ class SymbolActor:
     def step(self, until: int, inboxes: Sequence[Inbox], symbols: Sequence[str]) -> list[Outbox]:
         """Advance ``symbols`` to ``until`` (each may stop earlier, at a step with news)."""
         decisions = {b.symbol: b.decisions for b in inboxes}
+        for b in inboxes:
+            for c in b.controls:
+                sim = self.sims[b.symbol]
+                if c.kind == ControlKind.MARGIN and isinstance(sim, SymbolSim) and sim.perp:
+                    sim.perp.set_cross_wallet(c.value)
         return [self.sims[s].advance(until, decisions.get(s, [])) for s in symbols]
 
     def close_out(self, t: int, inboxes: Sequence[Inbox], reason: str) -> list[Outbox]:
@@ -123,3 +131,29 @@ class SymbolActor:
 
     def ping(self) -> bool:
         return True
+
+
+def _perp_state(config: RunConfig, symbol: str) -> PerpSymbolState | None:
+    """The perpetual state of ``symbol`` (None for a spot run), with its funding and marks."""
+    perp = config.perp
+    if perp is None:
+        return None
+    funding, marks = perp_inputs(
+        config.data_root,
+        symbol,
+        config.start_ns,
+        config.end_ns,
+        funding=perp.funding,
+        marks=perp.marks,
+    )
+    state = PerpSymbolState(
+        perp.table(symbol),
+        perp.leverage_for(symbol),
+        isolated=perp.margin_mode == "isolated",
+        liquidation_fee=perp.liquidation_fee,
+        funding=funding,
+        marks=marks,
+        wallet=config.account.initial_cash,
+    )
+    state.next_funding = int(funding.ts.searchsorted(config.start_ns, side="right"))
+    return state

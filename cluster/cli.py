@@ -24,6 +24,7 @@ from tickray.engine.config import (
     AccountConfig,
     ConfigError,
     ExecutionConfig,
+    PerpConfig,
     RunConfig,
     StrategyConfig,
 )
@@ -63,7 +64,7 @@ def demo_data_dir() -> Path:
     base = os.environ.get("TICKRAY_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "tickray"
     )
-    return Path(base) / f"demo-v1-{DEMO_SYMBOLS}x{DEMO_DAYS}d-seed{DEMO_SEED}"
+    return Path(base) / f"demo-v2-{DEMO_SYMBOLS}x{DEMO_DAYS}d-seed{DEMO_SEED}"
 
 
 def ensure_demo_data() -> Path:
@@ -130,6 +131,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         strategy=StrategyConfig(strategy, params),
         account=AccountConfig(initial_cash=args.cash, taker_fee=args.fee, allow_short=allow_short),
         execution=_execution(args),
+        perp=_perp(args),
         specs=specs,
         sync_ns=duration_ns(args.sync) if args.sync else 0,
         position_fraction=args.fraction,
@@ -165,7 +167,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"\n{s.boundaries} steps in {s.settles} settlements, {s.calls} actor calls, "
         f"{result.wall_seconds:.1f} s wall"
     )
-    print(f"results: {result.out}")
+    print(f"results: {result.out}  (report: {result.out / 'report.html'})")
     return 0
 
 
@@ -285,6 +287,38 @@ def _execution(args: argparse.Namespace) -> ExecutionConfig:
     )
 
 
+def _perp(args: argparse.Namespace) -> PerpConfig | None:
+    if not args.perp:
+        return None
+    lev: dict[str, float] = {}
+    for item in args.symbol_leverage or []:
+        name, _, value = item.partition("=")
+        try:
+            lev[name.strip().upper()] = float(value)
+        except ValueError:
+            raise UsageError(f"--symbol-leverage: expected SYMBOL=X, got {item!r}") from None
+    funding: object = "store"
+    items = args.funding or []
+    if items == ["none"] or items == ["store"]:
+        funding = items[0]
+    elif items:
+        files: dict[str, str] = {}
+        for item in items:
+            name, _, path = item.partition("=")
+            if not path:
+                raise UsageError(f"--funding: expected store, none or SYMBOL=FILE, got {item!r}")
+            files[name.strip().upper()] = path
+        funding = files
+    return PerpConfig(
+        leverage=args.leverage,
+        symbol_leverage=lev,
+        margin_mode=args.margin_mode,
+        liquidation_fee=args.liquidation_fee,
+        funding=funding,
+        marks=args.marks,
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tickray", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -338,6 +372,25 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--hours", choices=("wait", "reject"), default="wait", help="orders outside the hours"
     )
+    g = b.add_argument_group("perpetual futures (USD-M)")
+    g.add_argument("--perp", action="store_true", help="a USD-M perpetual account, not spot")
+    g.add_argument("--leverage", type=float, default=1.0, help="every symbol's leverage")
+    g.add_argument(
+        "--symbol-leverage", action="append", metavar="SYMBOL=X", help="one symbol's leverage"
+    )
+    g.add_argument("--margin-mode", choices=("cross", "isolated"), default="cross")
+    g.add_argument(
+        "--funding",
+        action="append",
+        metavar="store|none|SYMBOL=FILE",
+        help="funding rates: the data folder's (store, the default), none, or a CSV per symbol",
+    )
+    g.add_argument(
+        "--marks", choices=("store", "last"), default="store", help="mark prices (or last price)"
+    )
+    g.add_argument(
+        "--liquidation-fee", type=float, default=0.0125, help="clearance fee rate of notional"
+    )
     b.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_backtest)
@@ -371,7 +424,21 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_replay_l2)
+    h = sub.add_parser("report", help="write a results folder's offline HTML report")
+    h.add_argument("folder", help="a results folder written by `tickray backtest`")
+    h.add_argument("--out", help="the HTML file (default: FOLDER/report.html)")
+    h.set_defaults(func=cmd_report)
     return p
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tickray.cluster.report import write_report
+
+    try:
+        print(write_report(args.folder, Path(args.out) if args.out else None))
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,14 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tickray.actors.backends import make_backend
 from tickray.actors.clock import Clock, ClockStats, stderr_progress
 from tickray.actors.recorder import Recorder, read_column
+from tickray.cluster.report import write_report
 from tickray.engine.clock import floor_to, format_duration, iso
 from tickray.engine.config import ConfigError, RunConfig
-from tickray.engine.metrics import compute_metrics
+from tickray.engine.metrics import FillColumns, compute_metrics, periods_per_year
 from tickray.feeds.calendars import calendar_for
 from tickray.feeds.schemas import DataError
 from tickray.feeds.store import bar_files, data_range
@@ -77,6 +80,7 @@ def run_backtest(
         config.interval_ns,
         config.sync_ns,
         self_approval=config.approval == "symbol",
+        perp=config.perp is not None,
     )
     backend = make_backend(config.backend, address, config.remote_portfolio)
     clock = Clock(config, backend, recorder, stderr_progress("replay") if progress else None)
@@ -86,6 +90,7 @@ def run_backtest(
         metrics = results_metrics(recorder.partial, config, summary)
         info = run_info(config, clock)
         path = recorder.commit(metrics, info)
+        write_report(path)
     except BaseException as exc:
         recorder.fail(f"{type(exc).__name__}: {exc}")
         raise
@@ -95,32 +100,130 @@ def run_backtest(
 
 
 def results_metrics(folder: Path, config: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
-    """Portfolio and per-symbol metrics, computed from the recorded equity files."""
+    """Portfolio and per-symbol metrics, computed from the recorded results files.
+
+    Round trips come from the fills, exposure from the positions, funding and
+    liquidations from their files, and the benchmark is buy-and-hold of the
+    symbol's marks (for the portfolio: each symbol's equal allocation held from
+    its first mark, never rebalanced). Annualisation is 24/7 unless the run has
+    trading hours.
+    """
     start = floor_to(config.start_ns, config.sync_ns)
     ts = read_column(folder / "equity.parquet", "ts").astype(np.int64)
     equity = read_column(folder / "equity.parquet", "equity").astype(np.float64)
-    fills = summary["fills"]
+    gross = read_column(folder / "equity.parquet", "gross_exposure").astype(np.float64)
+    basis = "24/7" if calendar_for(config.execution.calendar).is_always_open else "trading"
+    ppy = periods_per_year(config.sync_ns, basis)
+    symbols = list(config.symbols)
+    fills = _fill_columns(folder / "fills.parquet", symbols)
+    paid, liq = _perp_totals(folder, symbols)
+    positions = _positions_at(folder / "positions.parquet", symbols, ts)
+    marks = pq.read_table(folder / "marks.parquet", use_threads=False)
+    alloc = config.account.initial_cash / len(symbols)
+    bench_total = np.zeros(len(ts))
+    per_symbol = {}
+    # one read, not one per symbol; single-threaded to keep the peak memory small
+    table = pq.read_table(folder / "symbol_equity.parquet", use_threads=False)
     fees = summary["fees"]
+    for k, s in enumerate(symbols):
+        eq = table.column(s).to_numpy().astype(np.float64)
+        bench, b0 = _buy_and_hold(marks.column(s).to_numpy().astype(np.float64))
+        bench_total += alloc * bench / b0 if b0 else alloc
+        mine = fills.symbol == k
+        m = compute_metrics(
+            start,
+            ts,
+            eq,
+            alloc,
+            step_ns=config.sync_ns,
+            periods_per_year=ppy,
+            fees=fees[s],
+            fills=FillColumns(*(c[mine] for c in fills)),
+            funding=paid[k],
+            liquidations=int(liq[k]),
+            exposure=positions[:, k] != 0.0,
+            benchmark=bench if b0 else None,
+            benchmark_start=b0 if b0 else None,
+        )
+        per_symbol[s] = m.as_dict() | {"final_position": summary["positions"][s]}
     portfolio = compute_metrics(
         start,
         ts,
         equity,
         config.account.initial_cash,
         step_ns=config.sync_ns,
-        trades=int(sum(fills.values())),
+        periods_per_year=ppy,
         fees=float(sum(fees.values())),
+        fills=fills,
+        funding=float(paid.sum()),
+        liquidations=int(liq.sum()),
+        exposure=gross > 0.0,
+        benchmark=bench_total,
+        benchmark_start=config.account.initial_cash,
     )
-    alloc = config.account.initial_cash / len(config.symbols)
-    per_symbol = {}
-    # one read, not one per symbol; single-threaded to keep the peak memory small
-    table = pq.read_table(folder / "symbol_equity.parquet", use_threads=False)
-    for s in config.symbols:
-        eq = table.column(s).to_numpy().astype(np.float64)
-        m = compute_metrics(
-            start, ts, eq, alloc, step_ns=config.sync_ns, trades=fills[s], fees=fees[s]
-        )
-        per_symbol[s] = m.as_dict() | {"final_position": summary["positions"][s]}
     return {"portfolio": portfolio.as_dict(), "symbols": per_symbol}
+
+
+def _fill_columns(path: Path, symbols: list[str]) -> FillColumns:
+    cols = ["symbol", "ts", "side", "qty", "price", "fee", "realized_pnl", "position_after"]
+    t = pq.read_table(path, columns=cols, use_threads=False)
+    sym = t.column("symbol").to_numpy(zero_copy_only=False)
+    index = np.searchsorted(np.array(symbols, dtype=object), sym) if len(sym) else sym
+    side = np.where(t.column("side").to_numpy(zero_copy_only=False) == "BUY", 1, -1)
+    return FillColumns(
+        np.asarray(index, dtype=np.int64),
+        t.column("ts").cast(pa.int64()).to_numpy(),
+        side.astype(np.int8),
+        *(t.column(c).to_numpy().astype(np.float64) for c in cols[3:]),
+    )
+
+
+def _perp_totals(folder: Path, symbols: list[str]) -> tuple[npt.NDArray[np.float64], Any]:
+    """Funding paid and liquidations per symbol (zeros for a spot run)."""
+    paid = np.zeros(len(symbols))
+    liq = np.zeros(len(symbols), dtype=np.int64)
+    col = {s: i for i, s in enumerate(symbols)}
+    if (folder / "funding.parquet").exists():
+        t = pq.read_table(folder / "funding.parquet", columns=["symbol", "payment"])
+        for s, v in zip(
+            t.column("symbol").to_pylist(), t.column("payment").to_pylist(), strict=True
+        ):
+            paid[col[s]] += v
+    if (folder / "liquidations.parquet").exists():
+        for s in pq.read_table(folder / "liquidations.parquet", columns=["symbol"]).column(0):
+            liq[col[s.as_py()]] += 1
+    return paid, liq
+
+
+def _positions_at(path: Path, symbols: list[str], ts: npt.NDArray[np.int64]) -> Any:
+    """Each symbol's position at each boundary ``ts`` from the snapshots of changes."""
+    t = pq.read_table(path, use_threads=False)
+    out = np.zeros((len(ts), len(symbols)))
+    if t.num_rows == 0:
+        return out
+    at = t.column("ts").cast(pa.int64()).to_numpy()
+    row = np.searchsorted(at, ts, side="right") - 1
+    held = row >= 0
+    for k, s in enumerate(symbols):
+        out[held, k] = t.column(s).to_numpy()[row[held]]
+    return out
+
+
+def _buy_and_hold(marks: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], float]:
+    """The marks with leading gaps filled by the first mark, and that first mark
+    (0.0 when the symbol has none)."""
+    ok = np.flatnonzero(np.isfinite(marks))
+    if not len(ok):
+        return np.zeros(len(marks)), 0.0
+    first = float(marks[ok[0]])
+    out = marks.copy()
+    out[: ok[0]] = first
+    bad = ~np.isfinite(out)
+    if bad.any():  # forward fill later gaps
+        idx = np.where(bad, 0, np.arange(len(out)))
+        np.maximum.accumulate(idx, out=idx)
+        out = out[idx]
+    return out, first
 
 
 def run_info(config: RunConfig, clock: Clock) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import NamedTuple
 from tickray.engine.config import AccountConfig
 from tickray.engine.events import RiskAction, Side
 from tickray.engine.instruments import SymbolSpec
+from tickray.engine.perpetual import BracketTable, max_notional
 
 
 class CashCheck(NamedTuple):
@@ -85,3 +86,61 @@ def _opening_cost(acct: AccountConfig, side: Side, px: float) -> float:
     if side == Side.BUY:
         return px * (1.0 + acct.price_buffer) * (1.0 + acct.taker_fee)
     return px * (1.0 + acct.short_margin) - px * (1.0 - acct.price_buffer) * (1.0 - acct.taker_fee)
+
+
+def check_margin(
+    acct: AccountConfig,
+    spec: SymbolSpec,
+    table: BracketTable,
+    leverage: float,
+    side: Side,
+    qty: float,
+    projected_position: float,
+    px: float,
+    available: float,
+    released: float,
+) -> CashCheck:
+    """Approve, resize or reject a perpetual order of ``qty`` at reference price ``px``.
+
+    The closing part (what reduces the projected position) is always approved
+    and frees ``released`` per unit closed (the caller's figure: the initial
+    margin for cross margin; the position's isolated margin plus its
+    unrealised PnL, per unit, for isolated margin). The opening part must keep the position's
+    notional within what its brackets allow at ``leverage``, and its initial
+    margin ``qty * px' / leverage`` plus the taker fee ``qty * px' * fee``
+    (``px'`` is ``px`` moved by the price buffer against the order) must fit in
+    ``available`` (the account's available balance after the initial margin of
+    positions and approved-unfilled orders). ``cash_estimate`` is minus the
+    initial margin the order reserves until it ends.
+    """
+    sign = int(side)
+    closing = min(qty, abs(projected_position)) if projected_position * sign < 0 else 0.0
+    opening = spec.round_qty(qty - closing)
+    reason = ""
+    held = 0.0 if projected_position * sign < 0 else abs(projected_position)
+    if opening > 0:
+        cap_qty = max_notional(table, leverage) * (1.0 - 1e-12) / px - held
+        allowed = spec.floor_qty(max(cap_qty, 0.0))
+        if allowed < opening:
+            reason = (
+                f"leverage {leverage:g}x allows at most {max_notional(table, leverage):.0f} "
+                f"notional: {allowed} of {opening} fit"
+            )
+            opening = allowed if spec.tradable(allowed, px) else 0.0
+    if opening > 0:
+        worse = px * (1.0 + acct.price_buffer)
+        unit = worse / leverage + worse * acct.taker_fee
+        free = available + closing * max(released, 0.0)
+        fits = spec.floor_qty(max(free, 0.0) / unit)
+        if fits < opening:
+            asked = opening
+            opening = fits if spec.tradable(fits, px) else 0.0
+            reason = (
+                f"insufficient margin: {opening} of {asked} fit "
+                f"({max(free, 0.0):.2f} available, {asked * unit:.2f} needed at {leverage:g}x)"
+            )
+    approved = spec.round_qty(closing + opening)
+    if approved <= 0:
+        return CashCheck(RiskAction.REJECT, 0.0, reason, 0.0)
+    action = RiskAction.APPROVE if approved >= qty else RiskAction.RESIZE
+    return CashCheck(action, approved, reason, -opening * px / leverage)

@@ -21,8 +21,10 @@ import numpy.typing as npt
 
 from tickray.engine.events import (
     EMPTY_FILLS,
+    EMPTY_FUNDING,
     EMPTY_UPDATES,
     FILL_DTYPE,
+    FUNDING_DTYPE,
     UPDATE_DTYPE,
     Control,
     ControlKind,
@@ -41,7 +43,7 @@ from tickray.engine.events import (
 )
 
 MAGIC: Final = "tkr"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 KIND_OUTBOXES: Final = 1
 KIND_INBOXES: Final = 2
@@ -165,7 +167,7 @@ _SPECS: dict[type, _MessageSpec] = {
         OrderIntent, ("s", "i", "i", Side, OrderType, "f", "F", "F", TimeInForce, "b", "f", "s")
     ),
     RiskDecision: _MessageSpec(RiskDecision, ("s", "i", "i", RiskAction, "f", "s")),
-    Control: _MessageSpec(Control, (ControlKind, "i", "s", "s")),
+    Control: _MessageSpec(Control, (ControlKind, "i", "s", "s", "f")),
 }
 
 
@@ -284,6 +286,16 @@ def _decode_updates(raw: object, where: str) -> UpdateBatch:
     return UpdateBatch(data, reasons)
 
 
+def _decode_funding(raw: object, where: str) -> npt.NDArray[np.void]:
+    parts = _decode_records(raw, FUNDING_DTYPE, 0, where)
+    if not parts:
+        return EMPTY_FUNDING
+    data: npt.NDArray[np.void] = parts[0]
+    if not np.isfinite(data["payment"]).all() or not np.isfinite(data["mark"]).all():
+        raise CodecError(f"{where}: non-finite mark or payment")
+    return data
+
+
 def encode_outboxes(outboxes: Sequence[Outbox]) -> bytes:
     """Encode one step's outboxes (one per symbol) as a single frame."""
     body = [
@@ -296,6 +308,7 @@ def encode_outboxes(outboxes: Sequence[Outbox]) -> bytes:
             np.ascontiguousarray(o.mark_ts, dtype="<i8").tobytes(),
             np.ascontiguousarray(o.mark_px, dtype="<f8").tobytes(),
             float(o.position),
+            [len(o.funding), o.funding.tobytes()] if len(o.funding) else [0],
         ]
         for o in outboxes
     ]
@@ -307,8 +320,8 @@ def decode_outboxes(data: bytes) -> list[Outbox]:
     out: list[Outbox] = []
     for i, raw in enumerate(_unpack(data, KIND_OUTBOXES)):
         where = f"outbox[{i}]"
-        if not isinstance(raw, list) or len(raw) != 8:
-            raise CodecError(f"{where}: an outbox has 8 fields")
+        if not isinstance(raw, list) or len(raw) != 9:
+            raise CodecError(f"{where}: an outbox has 9 fields")
         try:
             symbol, reached, position = _str(raw[0]), _int(raw[1]), _float(raw[7])
         except TypeError as exc:
@@ -327,6 +340,7 @@ def decode_outboxes(data: bytes) -> list[Outbox]:
                 mark_ts,
                 mark_px,
                 position,
+                _decode_funding(raw[8], f"{where}.funding"),
             )
         )
     return out

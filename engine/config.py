@@ -14,6 +14,7 @@ from tickray.engine.book import queue_from_spec
 from tickray.engine.impact import impact_from_spec
 from tickray.engine.instruments import SymbolSpec
 from tickray.engine.latency import latency_from_spec
+from tickray.engine.perpetual import BracketTable, MarginError, bracket_table
 from tickray.engine.quoting import make_tick_strategy
 from tickray.engine.strategies import make_strategy
 
@@ -117,6 +118,72 @@ class ExecutionConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PerpConfig:
+    """A USD-M perpetual futures account (see :mod:`tickray.engine.perpetual`).
+
+    ``leverage``: every symbol's leverage unless ``symbol_leverage`` names it.
+    ``margin_mode``: ``"cross"`` (one wallet backs every position) or
+    ``"isolated"`` (each position has its own margin). ``position_mode``:
+    ``"one-way"`` (one net position per symbol; hedge mode's separate long and
+    short legs need orders that name their side, which bar strategies do not
+    place). ``brackets``: per-symbol notional
+    brackets ``[[floor, cap, max_leverage, mmr, cum], ...]`` (others get
+    BTCUSDT's published table or a generic one). ``liquidation_fee``: the
+    clearance fee, a fraction of the liquidated notional, capped at the margin
+    left. ``funding``: where funding rates come from: ``"store"`` (the data
+    root's ``funding`` ticks, as the demo writes them), ``"none"`` (no
+    funding), or a mapping of symbol to a funding-rate CSV file.
+    ``marks``: use mark prices from the store's funding ticks when present
+    (``"store"``), or derive them from the last price (``"last"``).
+    """
+
+    leverage: float = 1.0
+    symbol_leverage: dict[str, float] = field(default_factory=dict)
+    margin_mode: str = "cross"
+    position_mode: str = "one-way"
+    brackets: dict[str, Any] = field(default_factory=dict)
+    liquidation_fee: float = 0.0125
+    funding: Any = "store"
+    marks: str = "store"
+
+    def __post_init__(self) -> None:
+        for name, lev in [("perp.leverage", self.leverage)] + [
+            (f"perp.symbol_leverage.{s}", v) for s, v in self.symbol_leverage.items()
+        ]:
+            if not (isinstance(lev, int | float) and math.isfinite(lev) and lev >= 1):
+                raise ConfigError(f"{name}: must be a number >= 1, got {lev!r}")
+        if self.margin_mode not in ("cross", "isolated"):
+            raise ConfigError(
+                f"perp.margin_mode: must be 'cross' or 'isolated', got {self.margin_mode!r}"
+            )
+        if self.position_mode == "hedge":
+            raise ConfigError(
+                "perp.position_mode: 'hedge' needs orders that name their position side "
+                "(LONG or SHORT), and bar strategies emit one net target; only 'one-way' runs"
+            )
+        if self.position_mode != "one-way":
+            raise ConfigError(f"perp.position_mode: must be 'one-way', got {self.position_mode!r}")
+        _fraction("perp.liquidation_fee", self.liquidation_fee)
+        if not (self.funding in ("store", "none") or isinstance(self.funding, dict)):
+            raise ConfigError(
+                f"perp.funding: must be 'store', 'none' or symbol -> file, got {self.funding!r}"
+            )
+        if self.marks not in ("store", "last"):
+            raise ConfigError(f"perp.marks: must be 'store' or 'last', got {self.marks!r}")
+        for sym, rows in self.brackets.items():
+            try:
+                bracket_table(sym, rows)
+            except MarginError as e:
+                raise ConfigError(f"perp.brackets.{e}") from None
+
+    def leverage_for(self, symbol: str) -> float:
+        return float(self.symbol_leverage.get(symbol, self.leverage))
+
+    def table(self, symbol: str) -> BracketTable:
+        return bracket_table(symbol, self.brackets.get(symbol))
+
+
+@dataclass(frozen=True, slots=True)
 class L2Config:
     """An order-book replay: recordings per symbol and the tick strategy that trades them.
 
@@ -198,6 +265,7 @@ class RunConfig:
     account: AccountConfig = field(default_factory=AccountConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     l2: L2Config | None = None
+    perp: PerpConfig | None = None
     specs: dict[str, SymbolSpec] = field(default_factory=dict)
     sync_ns: int = 0
     position_fraction: float = 0.9
@@ -238,6 +306,8 @@ class RunConfig:
         unknown = set(self.execution.symbol_fees) - set(self.symbols)
         if unknown:
             raise ConfigError(f"execution.symbol_fees: not in the run's symbols: {sorted(unknown)}")
+        if self.perp is not None:
+            self._check_perp(self.perp)
         if self.l2 is not None:
             if set(self.l2.files) != set(self.symbols):
                 raise ConfigError("l2.files: must name exactly the run's symbols")
@@ -245,6 +315,39 @@ class RunConfig:
                 raise ConfigError(
                     "execution.approval: an L2 replay's strategies approve themselves"
                 )
+
+    def _check_perp(self, perp: PerpConfig) -> None:
+        """A perpetual run: portfolio approval, its symbols' leverage within their brackets."""
+        if self.approval != "portfolio":
+            raise ConfigError("execution.approval: a perpetual account needs 'portfolio' approval")
+        if self.l2 is not None:
+            raise ConfigError("perp: perpetual accounts run on bars (l2 replays are spot)")
+        for part, names in (
+            ("symbol_leverage", perp.symbol_leverage),
+            ("brackets", perp.brackets),
+            ("funding", perp.funding if isinstance(perp.funding, dict) else {}),
+        ):
+            unknown = set(names) - set(self.symbols)
+            if unknown:
+                raise ConfigError(f"perp.{part}: not in the run's symbols: {sorted(unknown)}")
+        if isinstance(perp.funding, dict) and set(perp.funding) != set(self.symbols):
+            missing = sorted(set(self.symbols) - set(perp.funding))
+            raise ConfigError(f"perp.funding: no funding file for {missing}")
+        for s in self.symbols:
+            lev, table = perp.leverage_for(s), perp.table(s)
+            top = max(b.max_leverage for b in table.brackets)
+            if lev > top:
+                raise ConfigError(
+                    f"perp.leverage: {lev:g}x for {s} is above its brackets' maximum {top:g}x"
+                )
+        # Cross margin ties every symbol's liquidation price to the others' marks,
+        # which the portfolio sends at each step: no symbol may run ahead.
+        if perp.margin_mode == "cross":
+            object.__setattr__(self, "fuse", False)
+
+    @property
+    def is_perp(self) -> bool:
+        return self.perp is not None
 
     def spec(self, symbol: str) -> SymbolSpec:
         return self.specs.get(symbol) or SymbolSpec(symbol)
@@ -269,6 +372,13 @@ class RunConfig:
     def budget(self) -> float:
         """Each symbol's equal share of the initial cash (its sub-account's start)."""
         return self.account.initial_cash / len(self.symbols)
+
+    def allocation_for(self, symbol: str) -> float:
+        """Notional of ``symbol``'s full target position: its allocation, times its
+        leverage on a perpetual account (the margin it uses stays the allocation)."""
+        if self.perp is None:
+            return self.allocation
+        return self.allocation * self.perp.leverage_for(symbol)
 
     @property
     def allocation(self) -> float:

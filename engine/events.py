@@ -72,6 +72,7 @@ class RiskAction(IntEnum):
 class Liquidity(IntEnum):
     MAKER = 1
     TAKER = 2
+    LIQUIDATION = 3  # the exchange closed the position at its liquidation price
 
 
 class ControlKind(IntEnum):
@@ -82,6 +83,7 @@ class ControlKind(IntEnum):
     FLATTEN = 3
     HALT = 4
     RESUME = 5
+    MARGIN = 6  # cross margin: ``value`` is the wallet backing this symbol's position
 
 
 class OrderIntent(NamedTuple):
@@ -175,6 +177,7 @@ class Control(NamedTuple):
     ts_event: int
     symbol: str
     reason: str
+    value: float = 0.0
 
 
 I64 = npt.NDArray[np.int64]
@@ -335,6 +338,20 @@ def update_batch(updates: list[OrderUpdate]) -> UpdateBatch:
 
 
 EMPTY_FILLS = FillBatch(np.empty(0, dtype=FILL_DTYPE))
+
+#: One funding settlement of a perpetual position: the funding time (a bar close), the
+#: rate, the mark price it was computed at, the position then and what it paid
+#: (``position * mark * rate``; negative: received).
+FUNDING_DTYPE = np.dtype(
+    [
+        ("ts", "<i8"),
+        ("rate", "<f8"),
+        ("mark", "<f8"),
+        ("position", "<f8"),
+        ("payment", "<f8"),
+    ]
+)
+EMPTY_FUNDING: npt.NDArray[np.void] = np.empty(0, dtype=FUNDING_DTYPE)
 EMPTY_UPDATES = UpdateBatch(np.empty(0, dtype=UPDATE_DTYPE), [])
 
 
@@ -346,7 +363,8 @@ class Outbox(NamedTuple):
     this call (last close at or before the boundary), oldest first.
     ``intents`` wait for the portfolio's decision; ``updates`` and ``fills``
     are what happened, as columns. ``position`` is the symbol's position after
-    all fills in this outbox.
+    all fills in this outbox. ``funding`` holds the funding settlements of a
+    perpetual position (:data:`FUNDING_DTYPE` records, oldest first).
     """
 
     symbol: str
@@ -357,6 +375,7 @@ class Outbox(NamedTuple):
     mark_ts: I64
     mark_px: F64
     position: float
+    funding: npt.NDArray[np.void] = EMPTY_FUNDING
 
 
 class Inbox(NamedTuple):

@@ -114,7 +114,8 @@ def liquidation_price(
     ``wallet`` is the margin backing the position: the isolated margin, or for
     cross margin the wallet balance less the other positions' maintenance
     margins plus their unrealised PnL. Returns 0.0 when no positive price
-    liquidates the position (a long backed by more than its notional).
+    liquidates the position (a long backed by its whole notional or more; a
+    price below a billionth of the entry is float noise of that case).
     """
     if side not in (1, -1):
         raise MarginError(f"side must be 1 or -1, got {side!r}")
@@ -123,7 +124,7 @@ def liquidation_price(
     for b in table.brackets:
         denom = qty * b.mmr - side * qty
         price = (wallet + b.cum - side * qty * entry) / denom
-        if price <= 0:
+        if price <= entry * 1e-9:
             continue
         notional = qty * price
         if b.floor <= notional < b.cap:
@@ -160,3 +161,77 @@ BTCUSDT_BRACKETS = BracketTable(
         Bracket(1_200_000_000, 1_800_000_000, 1, 0.5, 421_482_000),
     ),
 )
+
+
+#: A generic altcoin table in Binance's shape (used for symbols without their own table).
+DEFAULT_BRACKETS: tuple[Bracket, ...] = (
+    Bracket(0, 50_000, 50, 0.01, 0),
+    Bracket(50_000, 250_000, 20, 0.025, 750),
+    Bracket(250_000, 1_000_000, 10, 0.05, 7_000),
+    Bracket(1_000_000, 5_000_000, 5, 0.1, 57_000),
+    Bracket(5_000_000, 20_000_000, 4, 0.125, 182_000),
+    Bracket(20_000_000, 50_000_000, 3, 0.15, 682_000),
+    Bracket(50_000_000, 100_000_000, 2, 0.25, 5_682_000),
+    Bracket(100_000_000, 1e15, 1, 0.5, 30_682_000),
+)
+
+
+def bracket_table(symbol: str, rows: object = None) -> BracketTable:
+    """``symbol``'s table from spec rows ``[[floor, cap, max_leverage, mmr, cum], ...]``
+    (Binance ``leverageBracket``'s notionalFloor, notionalCap, initialLeverage,
+    maintMarginRatio, cum); None gives BTCUSDT's published table for BTCUSDT and
+    :data:`DEFAULT_BRACKETS` for any other symbol."""
+    if rows is None:
+        if symbol == "BTCUSDT":
+            return BTCUSDT_BRACKETS
+        return BracketTable(symbol, DEFAULT_BRACKETS)
+    if not isinstance(rows, list | tuple) or not rows:
+        raise MarginError(f"{symbol}: brackets must be a list of [floor, cap, leverage, mmr, cum]")
+    out = []
+    for k, row in enumerate(rows):
+        if not (
+            isinstance(row, list | tuple)
+            and len(row) == 5
+            and all(isinstance(v, int | float) and math.isfinite(v) for v in row)
+        ):
+            raise MarginError(
+                f"{symbol} bracket {k + 1}: expected [floor, cap, leverage, mmr, cum], got {row!r}"
+            )
+        out.append(Bracket(*(float(v) for v in row)))
+    return BracketTable(symbol, tuple(out))
+
+
+def max_notional(table: BracketTable, leverage: float) -> float:
+    """The largest notional a position may have at ``leverage`` (the cap of the last
+    bracket allowing it); 0.0 when no bracket does."""
+    best = 0.0
+    for b in table.brackets:
+        if b.max_leverage >= leverage:
+            best = b.cap
+    return best
+
+
+def isolated_margin_after(
+    margin: float, position: float, new_position: float, price: float, leverage: float
+) -> float:
+    """An isolated position's margin after a fill moves it from ``position`` to
+    ``new_position`` at ``price``.
+
+    Opening or adding locks ``added * price / leverage``; reducing releases the
+    closed share of the margin (realised PnL goes to the wallet, not to the
+    position); a flip releases all of it and locks the new side's.
+    """
+    if new_position == 0.0:
+        return 0.0
+    if position == 0.0 or (position > 0) != (new_position > 0):
+        return abs(new_position) * price / leverage
+    if abs(new_position) >= abs(position):
+        return margin + (abs(new_position) - abs(position)) * price / leverage
+    return margin * abs(new_position) / abs(position)
+
+
+def liquidation_fee(rate: float, qty: float, price: float, remaining: float) -> float:
+    """The clearance fee of a liquidation: ``rate`` of the closed notional, capped at
+    what margin remains after the close (so a liquidated balance never goes below
+    zero, as the insurance fund takes the rest), rounded to 8 decimals."""
+    return round(max(0.0, min(rate * qty * price, remaining)), 8)

@@ -30,11 +30,14 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from tickray.engine.approval import check_cash
+from tickray.engine.approval import check_cash, check_margin
 from tickray.engine.config import RunConfig
 from tickray.engine.events import (
     EMPTY_FILLS,
+    EMPTY_FUNDING,
     EMPTY_UPDATES,
+    Control,
+    ControlKind,
     Fill,
     FillBatch,
     Inbox,
@@ -45,7 +48,8 @@ from tickray.engine.events import (
     RiskDecision,
     UpdateBatch,
 )
-from tickray.engine.instruments import SymbolSpec
+from tickray.engine.instruments import SymbolSpec, book_fill
+from tickray.engine.perpetual import isolated_margin_after
 from tickray.engine.symbol import SimulationError
 
 I64 = npt.NDArray[np.int64]
@@ -121,6 +125,15 @@ class SettleResult(NamedTuple):
     cash: F64
     gross: F64
     symbol_equity: npt.NDArray[np.float64]
+    funding: FundingRecords | None = None
+    marks: F64 | None = None
+
+
+class FundingRecords(NamedTuple):
+    """The funding settlements booked by one settlement (perpetual accounts), in booking order."""
+
+    symbol: npt.NDArray[np.object_]
+    records: npt.NDArray[np.void]
 
 
 class Portfolio:
@@ -149,6 +162,15 @@ class Portfolio:
         self.time = -(2**63)
         self.interval = config.interval_ns
         self.sync = config.sync_ns
+        self.perp = config.perp
+        self.entry = np.zeros(n)  # average entry price (perpetual margin)
+        self.iso = np.zeros(n)  # isolated margin per position
+        self.funding = np.zeros(n)  # funding paid per symbol
+        self.liquidations = np.zeros(n, dtype=np.int64)
+        if self.perp is not None:
+            self.tables = [self.perp.table(s) for s in self.symbols]
+            self.leverage = [self.perp.leverage_for(s) for s in self.symbols]
+            self.isolated = self.perp.margin_mode == "isolated"
 
     # -- settlement ---------------------------------------------------------------------
     def settle(self, t: int, outboxes: Sequence[Outbox], mark_ts: I64, marks: F64) -> SettleResult:
@@ -172,7 +194,11 @@ class Portfolio:
         )
         head = rows - 1
         ordered = sorted(outboxes, key=_by_symbol) if len(outboxes) > 1 else list(outboxes)
-        fills = self._book(ordered, marks, int(mark_ts[0]), out)
+        funding = None
+        if self.perp is None:
+            fills = self._book(ordered, marks, int(mark_ts[0]), out)
+        else:
+            fills, funding = self._book_perp(ordered, marks, int(mark_ts[0]), out)
         intents: list[OrderIntent] = []
         for ob in ordered:
             i = self.index[ob.symbol]
@@ -195,7 +221,10 @@ class Portfolio:
         by_symbol: dict[str, list[RiskDecision]] = {}
         for d in decisions:
             by_symbol.setdefault(d.symbol, []).append(d)
-        inboxes = [Inbox(s, t, ds, []) for s, ds in sorted(by_symbol.items())]
+        if self.perp is not None and not self.isolated:
+            inboxes = self._margin_inboxes(t, ordered, by_symbol)
+        else:
+            inboxes = [Inbox(s, t, ds, []) for s, ds in sorted(by_symbol.items())]
         return SettleResult(
             inboxes,
             fills,
@@ -207,6 +236,8 @@ class Portfolio:
             out.cash,
             out.gross,
             out.sym,
+            funding,
+            marks,
         )
 
     def _equity(self, marks: F64, out: _Rows) -> None:
@@ -416,14 +447,192 @@ class Portfolio:
         i = self.index[it.symbol]
         px = float(self.mark[i]) if not math.isnan(self.mark[i]) else it.ref_price
         proj = float(self.pos[i] + self.pending_pos[i])
-        chk = check_cash(
-            self.accounts[i], self.specs[i], it.side, it.qty, proj, px, self.free_cash()
-        )
+        if self.perp is not None:
+            chk = check_margin(
+                self.accounts[i],
+                self.specs[i],
+                self.tables[i],
+                self.leverage[i],
+                it.side,
+                it.qty,
+                proj,
+                px,
+                self.available_margin(),
+                self._released(i, px),
+            )
+        else:
+            chk = check_cash(
+                self.accounts[i], self.specs[i], it.side, it.qty, proj, px, self.free_cash()
+            )
         if chk.action != RiskAction.REJECT:
             self._pending[(it.symbol, it.intent_id)] = (it.side * chk.qty, chk.cash_estimate)
             self.pending_pos[i] += it.side * chk.qty
             self.pending_cash += chk.cash_estimate
         return RiskDecision(it.symbol, it.intent_id, t, chk.action, chk.qty, chk.reason)
+
+    # -- perpetual margin ---------------------------------------------------------------
+    def wallet_balance(self) -> float:
+        """Deposits plus realised PnL less fees and funding: cash plus each position's cost."""
+        return self.cash + float(np.dot(self.pos, self.entry))
+
+    def _marked(self) -> F64:
+        out: F64 = np.where(self.pos != 0.0, np.nan_to_num(self.mark), 0.0)
+        return out
+
+    def maintenance(self) -> F64:
+        """Each position's maintenance margin at its mark."""
+        mark = self._marked()
+        return np.array(
+            [
+                t.maintenance_margin(abs(p) * m) if p != 0.0 else 0.0
+                for t, p, m in zip(self.tables, self.pos.tolist(), mark.tolist(), strict=True)
+            ]
+        )
+
+    def available_margin(self) -> float:
+        """What new positions may use: cross, the margin balance less the positions'
+        initial margin; isolated, the wallet less the positions' isolated margins;
+        both less the margin reserved by approved-unfilled orders."""
+        if self.isolated:
+            base = self.wallet_balance() - float(self.iso.sum())
+        else:
+            mark = self._marked()
+            im = np.abs(self.pos) * mark / np.array(self.leverage)
+            base = self.equity_now() - float(im.sum())
+        return base + self.pending_cash
+
+    def _released(self, i: int, px: float) -> float:
+        """Margin freed per unit of position ``i`` closed near ``px``: its initial margin
+        (cross), or its isolated margin plus its unrealised PnL at ``px`` moved by
+        the price buffer against the position (isolated)."""
+        if not self.isolated:
+            return px / self.leverage[i]
+        pos = float(self.pos[i])
+        if pos == 0.0:
+            return 0.0
+        buf = self.accounts[i].price_buffer
+        worse = px * (1.0 - buf) if pos > 0 else px * (1.0 + buf)
+        return (float(self.iso[i]) + pos * (worse - float(self.entry[i]))) / abs(pos)
+
+    def _margin_inboxes(
+        self, t: int, ordered: list[Outbox], by_symbol: dict[str, list[RiskDecision]]
+    ) -> list[Inbox]:
+        """Cross margin: every settled symbol learns the wallet backing its position
+        (wallet balance plus the other positions' unrealised PnL less their
+        maintenance margin)."""
+        mark = self._marked()
+        slack = self.pos * (mark - self.entry) - self.maintenance()
+        total = self.wallet_balance() + float(slack.sum())
+        boxes = []
+        for s in sorted({ob.symbol for ob in ordered} | set(by_symbol)):
+            i = self.index[s]
+            value = total - float(slack[i])
+            boxes.append(
+                Inbox(s, t, by_symbol.get(s, []), [Control(ControlKind.MARGIN, t, s, "", value)])
+            )
+        return boxes
+
+    def _book_perp(
+        self, ordered: list[Outbox], marks: F64, step0: int, out: _Rows
+    ) -> tuple[FillRecords, FundingRecords]:
+        """Book fills and funding of a perpetual account, one event at a time.
+
+        Order: (boundary, symbol, fills before funding, as emitted). A fill moves
+        cash like a spot trade (so equity stays cash plus marked positions) and
+        the average entry and isolated margin as the symbol's margin state does;
+        a funding payment leaves cash and, for isolated margin, the position's
+        margin.
+        """
+        rows = len(out.equity)
+        last = rows - 1
+        keys: list[tuple[int, int, int, int]] = []
+        batches: list[FillBatch] = []
+        fund: list[npt.NDArray[np.void]] = []
+        fund_sym: list[int] = []
+        nf = 0
+        for ob in ordered:
+            i = self.index[ob.symbol]
+            f = ob.fills
+            if f.size:
+                close = f.ts + self.interval
+                r = np.clip((-((-close) // self.sync) * self.sync - step0) // self.sync, 0, last)
+                keys.extend((int(rr), i, 0, nf + k) for k, rr in enumerate(r.tolist()))
+                batches.append(f)
+                nf += f.size
+            if len(ob.funding):
+                r = np.clip(
+                    (-((-ob.funding["ts"]) // self.sync) * self.sync - step0) // self.sync,
+                    0,
+                    last,
+                )
+                base = len(fund)
+                fund.extend(ob.funding[k : k + 1] for k in range(len(ob.funding)))
+                fund_sym.extend([i] * len(ob.funding))
+                keys.extend((int(rr), i, 1, base + k) for k, rr in enumerate(r.tolist()))
+        if not keys:
+            self._equity(marks, out)
+            return _NO_FILL_RECORDS, FundingRecords(np.empty(0, dtype=object), EMPTY_FUNDING)
+        keys.sort()
+        allf = FillBatch.concat(batches) if batches else EMPTY_FILLS
+        order: list[int] = []
+        after: list[float] = []
+        f_order: list[int] = []
+        done = 0
+        for r, i, kind, k in keys:
+            if r > done:
+                sl = slice(done, r)
+                self._equity(marks[sl], out.at(sl))
+                done = r
+            if kind == 1:
+                pay = float(fund[k]["payment"][0])
+                self.cash -= pay
+                self.flow[i] -= pay
+                self.funding[i] += pay
+                if self.isolated and self.pos[i] != 0.0:
+                    self.iso[i] -= pay
+                f_order.append(k)
+                continue
+            one = allf.data[k]
+            side, qty, price, fee = (
+                int(one["side"]),
+                float(one["qty"]),
+                float(one["price"]),
+                float(one["fee"]),
+            )
+            q = side * qty
+            delta = -q * price - fee
+            self.cash += delta
+            self.flow[i] += delta
+            self.fees[i] += fee
+            self.realized[i] += float(one["realized_pnl"])
+            before = float(self.pos[i])
+            new = self._positions(i, [q])[0]
+            _, self.entry[i], _ = book_fill(before, float(self.entry[i]), q, price, self.specs[i])
+            if new == 0.0:
+                self.entry[i] = 0.0
+            self.iso[i] = isolated_margin_after(
+                float(self.iso[i]), before, new, price, self.leverage[i]
+            )
+            self.pos[i] = new
+            self.fill_count[i] += 1
+            if int(one["liquidity"]) == 3:
+                self.liquidations[i] += 1
+            order.append(k)
+            after.append(self.cash)
+        sl = slice(done, rows)
+        self._equity(marks[sl], out.at(sl))
+        f_sorted = allf.take(np.array(order, dtype=np.int64))
+        names = (
+            np.array(self.symbols, dtype=object)[
+                [keys_i for (_, keys_i, kind, _) in keys if kind == 0]
+            ]
+            if order
+            else np.empty(0, dtype=object)
+        )
+        records = FillRecords(names, f_sorted, np.array(after))
+        fsyms = np.array([self.symbols[fund_sym[k]] for k in f_order], dtype=object)
+        frec = np.concatenate([fund[k] for k in f_order]) if f_order else EMPTY_FUNDING
+        return records, FundingRecords(fsyms, frec)
 
     # -- summary ------------------------------------------------------------------------
     def equity_now(self) -> float:

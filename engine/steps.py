@@ -6,6 +6,8 @@ step whose boundary ``b`` ends it:
 * a fill happens at a bar's open and belongs to the step of that bar's close;
 * a portfolio decision, or a cancel, taken at a boundary reaches the symbol in
   the step that starts there;
+* a funding settlement happens at a bar's close (its ``ts``) and belongs to
+  the step that time falls in;
 * anything else (an intent at a bar's close, a self-approved decision at the
   signal) belongs to the step its time falls in.
 
@@ -77,7 +79,9 @@ def split_outbox(
         if u.size
         else np.zeros(0, dtype=bool)
     )
-    if not fm.any() and not um.any():
+    pay = ob.funding
+    pm = _ceil(pay["ts"], sync) <= boundary if len(pay) else np.zeros(0, dtype=bool)
+    if not fm.any() and not um.any() and not pm.any():
         return None, ob
     head_fills = FillBatch(f.data[fm])
     position = float(head_fills.position_after[-1]) if head_fills.size else position_before
@@ -91,9 +95,11 @@ def split_outbox(
         ob.mark_ts[:0],
         ob.mark_px[:0],
         position,
+        pay[pm],
     )
     tail = ob._replace(
         updates=UpdateBatch(u.data[keep], [u.reason[k] for k in keep.tolist()]),
         fills=FillBatch(f.data[~fm]),
+        funding=pay[~pm],
     )
     return head, tail

@@ -39,7 +39,9 @@ from tickray.engine.clock import ceil_to
 from tickray.engine.config import AccountConfig, ExecutionConfig
 from tickray.engine.events import (
     EMPTY_FILLS,
+    EMPTY_FUNDING,
     EMPTY_UPDATES,
+    FUNDING_DTYPE,
     Fill,
     Liquidity,
     OrderIntent,
@@ -58,6 +60,8 @@ from tickray.engine.impact import NoImpact, impact_from_spec
 from tickray.engine.instruments import SymbolSpec, book_fill
 from tickray.engine.matching import Fees
 from tickray.engine.orders import OrderRequest, OrderRules
+from tickray.engine.perpetual import liquidation_fee
+from tickray.engine.perpstate import PerpSymbolState
 from tickray.engine.strategies import BarStrategy
 
 I64 = npt.NDArray[np.int64]
@@ -119,8 +123,11 @@ class SymbolSim:
         execution: ExecutionConfig | None = None,
         calendar: Calendar | None = None,
         maker_fee: float | None = None,
+        perp: PerpSymbolState | None = None,
     ) -> None:
         self.spec = spec
+        self.perp = perp
+        self._funding_rows: list[tuple[int, float, float, float, float]] = []
         self.symbol = spec.symbol
         self.strategy = strategy
         self.source = source
@@ -179,6 +186,12 @@ class SymbolSim:
         self._low: F64 = empty_f
         self._close: F64 = empty_f
         self._volume: F64 = empty_f
+        self._mark: F64 = empty_f
+        self._mlow: F64 = empty_f
+        self._mhigh: F64 = empty_f
+        self._fund_bars: I64 = empty_i
+        self._fund_recs: I64 = empty_i
+        self._fk = 0
         self._targets = np.empty(0, dtype=np.int8)
         self._changes: I64 = empty_i
         self._ci = 0
@@ -206,6 +219,7 @@ class SymbolSim:
         """Book a signed fill on this symbol's position (average cost); its realised PnL."""
         book = self._book_of
         book._book(q, price)
+        book._positions.pop()
         return book._realized.pop()
 
     def _has_orders(self) -> bool:
@@ -239,6 +253,14 @@ class SymbolSim:
         self._obs = 0
         self._targets = targets
         self._changes = np.flatnonzero(targets != prev).astype(np.int64)
+        if self.perp is not None:
+            self._mark, self._mlow, self._mhigh = self.perp.bar_marks(
+                self._open_ts, self._close_ts, self._low, self._high, self._close
+            )
+            self._fund_bars, self._fund_recs = self.perp.funding_in(self._close_ts)
+            self._fk = 0
+        else:
+            self._mark = self._close
         self._ci = 0
         self._i = 0
         self._n = len(targets)
@@ -268,8 +290,11 @@ class SymbolSim:
                     fixed = True
             k = i + int(self._close_ts[i:n].searchsorted(stop, side="right"))
             if k > i:
-                self._process(i, k, fills, updates, intents)
-                segments.append((self._close_ts[i:k], self._close[i:k]))
+                if self.perp is None:
+                    self._process(i, k, fills, updates, intents)
+                else:
+                    self._process_perp(i, k, fills, updates, intents)
+                segments.append((self._close_ts[i:k], self._mark[i:k]))
                 self._i = k
             if k < n:
                 break
@@ -280,7 +305,13 @@ class SymbolSim:
         batch = fill_batch(fills, self._realized, self._positions) if fills else EMPTY_FILLS
         self._realized, self._positions = [], []
         ups = update_batch(updates) if updates else EMPTY_UPDATES
-        return Outbox(self.symbol, stop, intents, ups, batch, mark_ts, mark_px, self.position)
+        funding = EMPTY_FUNDING
+        if self._funding_rows:
+            funding = np.array(self._funding_rows, dtype=FUNDING_DTYPE)
+            self._funding_rows = []
+        return Outbox(
+            self.symbol, stop, intents, ups, batch, mark_ts, mark_px, self.position, funding
+        )
 
     def finish(self, t: int, decisions: Sequence[RiskDecision], reason: str) -> list[OrderUpdate]:
         """End of run at ``t``: apply last decisions, then cancel every open order."""
@@ -333,6 +364,117 @@ class SymbolSim:
             self._on_target(int(self._targets[c]), c, intents, updates)
         if self._has_orders():
             self._fill_pending(i, k, fills, updates)
+
+    def _process_perp(
+        self,
+        i: int,
+        k: int,
+        fills: list[Fill],
+        updates: list[OrderUpdate],
+        intents: list[OrderIntent],
+    ) -> None:
+        """Bars ``[i, k)`` of a perpetual: fills at opens, then the liquidation check on
+        each bar's mark extremes, funding at its close, then the target change.
+
+        Bars are taken in runs over which the position cannot change (no working
+        order, no target change, no funding inside), so the liquidation check
+        is one vectorised comparison per run.
+        """
+        perp = self.perp
+        assert perp is not None
+        ch = self._changes
+        fb = self._fund_bars
+        lo = i
+        while lo < k:
+            if self._has_orders():
+                n0 = len(fills)
+                self._fill_pending(lo, lo + 1, fills, updates)
+                self._margin_fills(fills, n0)
+            hi = lo + 1 if self._has_orders() else k
+            while self._ci < len(ch) and ch[self._ci] < lo:
+                self._ci += 1
+            if self._ci < len(ch):
+                hi = min(hi, int(ch[self._ci]) + 1)
+            while self._fk < len(fb) and fb[self._fk] < lo:
+                self._fk += 1  # pragma: no cover - settled in an earlier run
+            if self._fk < len(fb):
+                hi = min(hi, int(fb[self._fk]) + 1)
+            pos = self.position
+            if pos != 0.0:
+                lp = perp.liquidation_price(pos, self.avg_price)
+                if lp > 0.0:
+                    hit = self._mlow[lo:hi] <= lp if pos > 0 else self._mhigh[lo:hi] >= lp
+                    if hit.any():
+                        j = lo + int(np.argmax(hit))
+                        self._liquidate(j, lp, fills, updates)
+                        hi = j + 1
+            last = hi - 1
+            while self._fk < len(fb) and fb[self._fk] == last:
+                self._settle_funding(last, int(self._fund_recs[self._fk]))
+                self._fk += 1
+            if self._ci < len(ch) and ch[self._ci] == last:
+                self._ci += 1
+                self._on_target(int(self._targets[last]), last, intents, updates)
+            lo = hi
+
+    def _margin_fills(self, fills: list[Fill], n0: int) -> None:
+        """Feed this advance's fills from index ``n0`` to the margin state."""
+        perp = self.perp
+        assert perp is not None
+        base = len(self._positions) - (len(fills) - n0)
+        for m, f in enumerate(fills[n0:]):
+            after = self._positions[base + m]
+            before = after - f.side * f.qty
+            perp.on_fill(before, after, f.price, self._realized[base + m], f.fee)
+
+    def _settle_funding(self, bar: int, record: int) -> None:
+        perp = self.perp
+        assert perp is not None
+        perp.next_funding = record + 1
+        pos = self.position
+        if pos == 0.0:
+            return
+        mark = perp.funding_mark(record, float(self._mark[bar]))
+        rate = float(perp.funding.rate[record])
+        payment = round(pos * mark * rate, 8)
+        perp.on_funding(payment)
+        self.flow -= payment
+        self._funding_rows.append((int(perp.funding.ts[record]), rate, mark, pos, payment))
+
+    def _liquidate(self, j: int, lp: float, fills: list[Fill], updates: list[OrderUpdate]) -> None:
+        """Close the whole position at its liquidation price in bar ``j`` and cancel
+        every open order, as the exchange's liquidation engine does."""
+        perp = self.perp
+        assert perp is not None
+        pos = self.position
+        side = Side.SELL if pos > 0 else Side.BUY
+        price = self.spec.round_price_against(lp, side)
+        if price <= 0.0:
+            price = self.spec.tick_size
+        ts = int(self._open_ts[j])
+        reason = f"liquidation at mark {lp:.8g}"
+        if self._fast is not None:
+            for p in self._fast.cancel_all(ts, reason, updates):
+                self.committed = self.spec.round_qty(self.committed - p.side * p.qty)
+                self.pending_cash -= self._estimates.pop(p.order_id, 0.0)
+        else:
+            for o in self.venue.open_orders():
+                self.venue.cancel_now(o.order_id, ts, reason)
+            self._collect(fills, updates)
+        wallet = perp.wallet()
+        realized = self.book_fill(-pos, price)
+        qty = abs(pos)
+        fee = liquidation_fee(perp.liquidation_fee, qty, price, wallet + realized)
+        perp.liquidations += 1
+        fill = Fill(
+            self.symbol, 0, -perp.liquidations, ts, side, qty, price, fee, Liquidity.LIQUIDATION
+        )
+        fills.append(fill)
+        self._realized.append(realized)
+        self._positions.append(self.position)
+        self.flow += pos * price - fee
+        self.committed = self.spec.round_qty(self.committed - pos)
+        perp.on_fill(pos, 0.0, price, realized, fee)
 
     def _fill_pending(
         self, lo: int, hi: int, fills: list[Fill], updates: list[OrderUpdate]
@@ -441,6 +583,8 @@ class SymbolSim:
             intent = self.open_intents.pop(d.intent_id, None)
             if intent is None:
                 raise SimulationError(f"{self.symbol}: decision for unknown intent {d.intent_id}")
+            if self.perp is not None and intent.reduce_only and d.action != RiskAction.REJECT:
+                d = self._reduce_only(intent, d)
             if d.action == RiskAction.REJECT:
                 self.committed = self.spec.round_qty(self.committed - intent.side * intent.qty)
                 updates.append(_update(intent, OrderStatus.REJECTED, t, intent.qty, d.reason))
@@ -466,6 +610,18 @@ class SymbolSim:
             )
             v.run_actions(t)
             self._collect([], updates)
+
+    def _reduce_only(self, it: OrderIntent, d: RiskDecision) -> RiskDecision:
+        """A reduce-only order meets a position a liquidation may have closed since its
+        intent: it is cut to what it can still reduce, or rejected."""
+        pos = self.position
+        room = abs(pos) if pos * it.side < 0 else 0.0
+        if room <= 0.0:
+            why = "reduce-only: no position left to reduce"
+            return d._replace(action=RiskAction.REJECT, qty=0.0, reason=why)
+        if d.qty > room:
+            return d._replace(action=RiskAction.RESIZE, qty=room, reason="reduce-only: cut")
+        return d
 
     def _marks(self, t: int, stop: int, segments: list[tuple[I64, F64]]) -> tuple[I64, F64]:
         if stop - t == self.sync and t % self.sync == 0:

@@ -25,9 +25,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tickray.engine.clock import HOUR, iso
+from tickray.engine.perpstate import NO_FUNDING, FundingSchedule, MarkSeries
 from tickray.feeds.schemas import DataError, conform
+from tickray.feeds.store import read_ticks
 
 MAX_RATE = 0.1
 
@@ -154,3 +157,66 @@ def check_coverage(
         raise DataError(
             f"{where}funding data has a gap from {iso(int(inside[k]))} to {iso(int(inside[k + 1]))}"
         )
+
+
+def perp_inputs(
+    root: str | Path,
+    symbol: str,
+    start: int,
+    end: int,
+    *,
+    funding: object = "store",
+    marks: str = "store",
+) -> tuple[FundingSchedule, MarkSeries | None]:
+    """One symbol's funding records and mark prices for a perpetual run.
+
+    ``funding``: ``"store"`` reads the data root's ``funding`` ticks (rows with a
+    rate are funding records; rows with a mark price are marks), ``"none"`` runs
+    without funding, and a mapping names each symbol's funding-rate CSV. The
+    records must cover ``[start, end)`` (:func:`check_coverage`), else DataError.
+    ``marks == "store"`` uses the store's mark prices when it has any; with none
+    (or ``"last"``) the symbol derives its marks from the last price.
+    """
+    table: pa.Table | None = None
+    if funding == "store" or marks == "store":
+        try:
+            table = read_ticks(root, "funding", symbol)
+        except DataError:
+            if funding == "store":
+                raise DataError(
+                    f"perp.funding: no funding records for {symbol} under {root} "
+                    "(write them with the demo generator or give a funding file, "
+                    "or set perp.funding to 'none')"
+                ) from None
+    sched = NO_FUNDING
+    if funding == "store" and table is not None:
+        sched = _schedule(table)
+    elif isinstance(funding, dict):
+        sched = _schedule(read_funding_csv(funding[symbol], symbol))
+    if funding != "none":
+        check_coverage(sched.ts, start, end, source=f"{symbol} funding")
+    mark = None
+    if marks == "store" and table is not None:
+        px = table.column("mark_price")
+        keep = pc.is_valid(px)
+        ts = table.column("ts").filter(keep).cast(pa.int64()).to_numpy()
+        if len(ts):
+            mark = MarkSeries(
+                np.ascontiguousarray(ts, dtype=np.int64),
+                np.ascontiguousarray(px.filter(keep).to_numpy(), dtype=np.float64),
+            )
+    return sched, mark
+
+
+def _schedule(table: pa.Table) -> FundingSchedule:
+    rate = table.column("funding_rate")
+    keep = pc.is_valid(rate)
+    ts = table.column("ts").filter(keep).cast(pa.int64()).to_numpy()
+    mark = table.column("mark_price").filter(keep).to_numpy(zero_copy_only=False)
+    return FundingSchedule(
+        np.ascontiguousarray(ts, dtype=np.int64),
+        np.ascontiguousarray(rate.filter(keep).to_numpy(), dtype=np.float64),
+        np.array([np.nan if v is None else v for v in mark], dtype=np.float64)
+        if mark.dtype == object
+        else np.ascontiguousarray(mark, dtype=np.float64),
+    )

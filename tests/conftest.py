@@ -81,11 +81,35 @@ def write_bar_rows(
 
 
 def results_digest(folder: Path) -> dict[str, str]:
-    """sha256 of every results file but run.json (which names the backend and actors)."""
+    """sha256 of every results file but run.json (which names the backend and actors)
+    and the report made from it."""
     import hashlib
 
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(folder.iterdir())
-        if p.name != "run.json"
+        if p.name not in ("run.json", "report.html")
     }
+
+
+def write_funding_rows(
+    root: Path, symbol: str, rows: list[tuple[int, float | None, float | None]]
+) -> None:
+    """Write (ts, funding rate or None, mark price or None) rows as ``symbol``'s funding ticks."""
+    import pyarrow as pa
+
+    from tickray.feeds.store import write_ticks
+
+    write_ticks(
+        root,
+        "funding",
+        symbol,
+        pa.table(
+            {
+                "ts": pa.array([r[0] for r in rows], type=pa.timestamp("ns", tz="UTC")),
+                "funding_rate": pa.array([r[1] for r in rows], type=pa.float64()),
+                "mark_price": pa.array([r[2] for r in rows], type=pa.float64()),
+                "index_price": pa.array([None] * len(rows), type=pa.float64()),
+            }
+        ),
+    )

@@ -65,8 +65,11 @@ def test_backtest_prints_the_table_and_writes_the_folder(
     assert sorted(p.name for p in out.iterdir()) == [
         "equity.parquet",
         "fills.parquet",
+        "marks.parquet",
         "metrics.json",
         "orders.parquet",
+        "positions.parquet",
+        "report.html",
         "run.json",
         "symbol_equity.parquet",
     ]
@@ -253,3 +256,69 @@ def test_corrupt_parquet_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         "--quiet",
     )
     _assert_failed_cleanly(rc, err, out, f.name)
+
+
+def test_perp_backtest_writes_funding_and_its_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tickray.feeds.synthetic import write_demo_dataset
+
+    data = tmp_path / "data"
+    write_demo_dataset(data, n_symbols=2, days=1, seed=3)
+    out = tmp_path / "res"
+    rc, stdout, _ = _run(
+        capsys,
+        "backtest",
+        "--data",
+        str(data),
+        "--symbols",
+        "SYN00USDT,SYN01USDT",
+        "--strategy",
+        "momentum",
+        "--param",
+        "window=30",
+        "--param",
+        "threshold=0.003",
+        "--allow-short",
+        "--perp",
+        "--leverage",
+        "5",
+        "--margin-mode",
+        "isolated",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert rc == 0, stdout
+    funding = pq.read_table(out / "funding.parquet").to_pandas()
+    assert len(funding) > 0 and set(funding.symbol) <= {"SYN00USDT", "SYN01USDT"}
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["perp"]["leverage"] == 5.0
+    html = (out / "report.html").read_text()
+    assert "Funding" in html and "SYN01USDT" in html
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["portfolio"]["funding"] == pytest.approx(float(funding.payment.sum()))
+    # the report can be written again on its own
+    again = tmp_path / "again.html"
+    rc, stdout, _ = _run(capsys, "report", str(out), "--out", str(again))
+    assert rc == 0 and again.read_text() == html
+    rc, _, err = _run(capsys, "report", str(tmp_path / "nothing"))
+    assert rc == 2 and err.startswith("tickray: error:")
+
+
+def test_perp_flags_are_checked(
+    small_universe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["backtest", "--data", str(small_universe), "--symbols", "AAAUSDT", "--perp"]
+    rc, _, err = _run(capsys, *common, "--leverage", "0", "--out", str(tmp_path / "a"))
+    assert rc == 2 and "perp.leverage: must be a number >= 1, got 0.0" in err
+    rc, _, err = _run(capsys, *common, "--leverage", "200", "--out", str(tmp_path / "b"))
+    assert rc == 2 and "200x for AAAUSDT is above its brackets' maximum 50x" in err
+    # the small universe has no funding records: named, with the way out
+    rc, _, err = _run(capsys, *common, "--end", END, "--out", str(tmp_path / "c"))
+    assert rc == 2 and "no funding records for AAAUSDT" in err and "'none'" in err
+    assert not (tmp_path / "c").exists()
+    rc, _, err = _run(
+        capsys, *common, "--funding", "none", "--end", END, "--out", str(tmp_path / "d"), "--quiet"
+    )
+    assert rc == 0 and (tmp_path / "d" / "liquidations.parquet").exists()

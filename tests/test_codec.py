@@ -19,6 +19,7 @@ from tickray.engine.codec import (
 from tickray.engine.events import (
     EMPTY_FILLS,
     EMPTY_UPDATES,
+    FUNDING_DTYPE,
     Control,
     ControlKind,
     Fill,
@@ -78,7 +79,9 @@ fills = st.builds(
     Fill, sym, i64, i64, ts, st.sampled_from(Side), fl, fl, fl, st.sampled_from(Liquidity)
 )
 decisions = st.builds(RiskDecision, sym, i64, ts, st.sampled_from(RiskAction), fl, text)
-controls = st.builds(Control, st.sampled_from(ControlKind), ts, sym, text)
+controls = st.builds(
+    Control, st.sampled_from(ControlKind), ts, sym, text, st.floats(allow_nan=False)
+)
 
 
 @st.composite
@@ -101,7 +104,15 @@ def outboxes(draw: st.DrawFn) -> Outbox:
         mts,
         mpx,
         draw(fl),
+        funding_records(draw),
     )
+
+
+def funding_records(draw: st.DrawFn) -> np.ndarray:
+    n = draw(st.integers(0, 4))
+    real = st.floats(allow_nan=False, allow_infinity=False)
+    rows = [(draw(ts), draw(real), draw(real), draw(real), draw(real)) for _ in range(n)]
+    return np.array(rows, dtype=FUNDING_DTYPE)
 
 
 inboxes = st.builds(Inbox, sym, ts, st.lists(decisions, max_size=5), st.lists(controls, max_size=3))
@@ -120,6 +131,7 @@ def _same_outbox(a: Outbox, b: Outbox) -> bool:
         and a.position == b.position
         and a.mark_ts.tobytes() == b.mark_ts.tobytes()
         and a.mark_px.tobytes() == b.mark_px.tobytes()  # NaN marks survive bit for bit
+        and a.funding.tobytes() == b.funding.tobytes()
     )
 
 

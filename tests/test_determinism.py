@@ -67,8 +67,10 @@ def test_ray_backend_is_byte_identical_to_in_process(
     assert set(want) == {
         "equity.parquet",
         "fills.parquet",
+        "marks.parquet",
         "metrics.json",
         "orders.parquet",
+        "positions.parquet",
         "symbol_equity.parquet",
     }
     assert results_digest(ray1.out) == want

@@ -70,7 +70,9 @@ def test_signal_at_close_fills_at_next_open_with_taker_fee(tmp_path: Path) -> No
     at = [t.value for t in eq["ts"]].index(T0 + 3 * MINUTE)
     assert eq["equity"][at] == pytest.approx(10_000 - 1_111.11 + 1_120)
     m = res.metrics["portfolio"]
-    assert m["trades"] == 2 and m["fees"] == pytest.approx(2.10)
+    # two fills, one round trip (flat -> long -> flat), net -120 - 2.10
+    assert m["fills"] == 2 and m["trades"] == 1 and m["fees"] == pytest.approx(2.10)
+    assert m["expectancy"] == pytest.approx(-122.10) and m["win_rate"] == 0.0
     assert m["total_return"] == pytest.approx(9877.90 / 10_000 - 1)
     orders = pq.read_table(res.out / "orders.parquet").to_pylist()
     assert [(o["order_id"], o["status"]) for o in orders] == [
