@@ -37,4 +37,6 @@ class PortfolioActor:
             "fees": {s: float(p.fees[i]) for i, s in enumerate(p.symbols)},
             "realized_pnl": {s: float(p.realized[i]) for i, s in enumerate(p.symbols)},
             "fills": {s: int(p.fill_count[i]) for i, s in enumerate(p.symbols)},
+            "balances": p.balances(),
+            "dust": {s: float(p.dust[i]) for i, s in enumerate(p.symbols)},
         }

@@ -17,7 +17,7 @@ import secrets
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tickray.engine.clock import duration_ns, iso, parse_time
 from tickray.engine.config import (
@@ -121,7 +121,9 @@ def build_config(args: argparse.Namespace) -> RunConfig:
     else:
         end = max(data_range(root, interval, s)[1] for s in symbols) + interval_ns
     raw_specs = read_symbol_specs(root)
-    specs = {s: SymbolSpec(s, **raw_specs[s]) for s in symbols if s in raw_specs}
+    specs = {
+        s: SymbolSpec(s, **cast(dict[str, Any], raw_specs[s])) for s in symbols if s in raw_specs
+    }
     return RunConfig(
         data_root=str(root),
         interval_ns=interval_ns,

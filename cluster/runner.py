@@ -119,7 +119,7 @@ def results_metrics(folder: Path, config: RunConfig, summary: dict[str, Any]) ->
     paid, liq = _perp_totals(folder, symbols)
     positions = _positions_at(folder / "positions.parquet", symbols, ts)
     marks = pq.read_table(folder / "marks.parquet", use_threads=False)
-    alloc = config.account.initial_cash / len(symbols)
+    initial, starts = _initial_values(config, marks)
     bench_total = np.zeros(len(ts))
     per_symbol = {}
     # one read, not one per symbol; single-threaded to keep the peak memory small
@@ -127,6 +127,7 @@ def results_metrics(folder: Path, config: RunConfig, summary: dict[str, Any]) ->
     fees = summary["fees"]
     for k, s in enumerate(symbols):
         eq = table.column(s).to_numpy().astype(np.float64)
+        alloc = starts[k]
         bench, b0 = _buy_and_hold(marks.column(s).to_numpy().astype(np.float64))
         bench_total += alloc * bench / b0 if b0 else alloc
         mine = fills.symbol == k
@@ -145,12 +146,15 @@ def results_metrics(folder: Path, config: RunConfig, summary: dict[str, Any]) ->
             benchmark=bench if b0 else None,
             benchmark_start=b0 if b0 else None,
         )
-        per_symbol[s] = m.as_dict() | {"final_position": summary["positions"][s]}
+        per_symbol[s] = m.as_dict() | {
+            "final_position": summary["positions"][s],
+            "dust": summary["dust"][s],
+        }
     portfolio = compute_metrics(
         start,
         ts,
         equity,
-        config.account.initial_cash,
+        initial,
         step_ns=config.sync_ns,
         periods_per_year=ppy,
         fees=float(sum(fees.values())),
@@ -159,9 +163,33 @@ def results_metrics(folder: Path, config: RunConfig, summary: dict[str, Any]) ->
         liquidations=int(liq.sum()),
         exposure=gross > 0.0,
         benchmark=bench_total,
-        benchmark_start=config.account.initial_cash,
+        benchmark_start=initial,
     )
-    return {"portfolio": portfolio.as_dict(), "symbols": per_symbol}
+    return {
+        "portfolio": portfolio.as_dict(),
+        "symbols": per_symbol,
+        "balances": summary["balances"],
+    }
+
+
+def _initial_values(config: RunConfig, marks: pa.Table) -> tuple[float, list[float]]:
+    """The account's and each symbol's starting value in the currency: cash of other
+    assets is valued at its conversion symbol's first mark."""
+    acct = config.account
+    if not config.multi_asset or config.perp is not None:
+        n = len(config.symbols)
+        return acct.initial_cash, [acct.initial_cash / n] * n
+
+    def rate(asset: str) -> float:
+        if asset == acct.currency:
+            return 1.0
+        col = marks.column(asset + acct.currency).to_numpy().astype(np.float64)
+        ok = col[np.isfinite(col)]
+        return float(ok[0]) if len(ok) else 0.0
+
+    assets = {config.quote_of(s) for s in config.symbols} | set(acct.balances)
+    total = sum(config.pool(a) * rate(a) for a in sorted(assets))
+    return total, [config.budget_for(s) * rate(config.quote_of(s)) for s in config.symbols]
 
 
 def _fill_columns(path: Path, symbols: list[str]) -> FillColumns:

@@ -27,7 +27,15 @@ class ConfigError(ValueError):
 class AccountConfig:
     """A spot cash account.
 
-    ``initial_cash`` in the quote asset. ``taker_fee`` is a fraction of each
+    ``initial_cash`` in ``currency``, the asset results are valued in (the
+    quote asset of most symbols). ``balances``: starting holdings of other
+    quote assets (``{"BTC": 0.5}`` for symbols quoted in BTC); each quote
+    asset is its own cash, shared by the symbols quoted in it and valued in
+    ``currency`` at the mark of the run's ``<asset><currency>`` symbol.
+    ``fee_asset``: ``"quote"`` charges fees in the quote asset; ``"base"``
+    takes a buy's fee from the base asset received (Binance spot without BNB),
+    leaving the part below one lot as dust (see
+    :func:`~tickray.engine.instruments.base_fee_split`). ``taker_fee`` is a fraction of each
     fill's notional, charged in the quote asset. ``allow_short`` lets sells go
     below zero holdings (a margin account); short positions then lock
     ``short_margin`` times their marked notional on top of the sale proceeds.
@@ -40,12 +48,29 @@ class AccountConfig:
     allow_short: bool = False
     short_margin: float = 0.5
     price_buffer: float = 0.02
+    currency: str = "USDT"
+    balances: dict[str, float] = field(default_factory=dict)
+    fee_asset: str = "quote"
 
     def __post_init__(self) -> None:
         _positive("account.initial_cash", self.initial_cash)
         _fraction("account.taker_fee", self.taker_fee)
         _nonneg("account.short_margin", self.short_margin)
         _fraction("account.price_buffer", self.price_buffer)
+        if not (isinstance(self.currency, str) and self.currency.isalnum()):
+            raise ConfigError(f"account.currency: must be an asset name, got {self.currency!r}")
+        for asset, v in self.balances.items():
+            if not (isinstance(asset, str) and asset.isalnum()):
+                raise ConfigError(f"account.balances: {asset!r} is not an asset name")
+            if asset == self.currency:
+                raise ConfigError(
+                    f"account.balances.{asset}: the currency's balance is account.initial_cash"
+                )
+            _nonneg(f"account.balances.{asset}", v)
+        if self.fee_asset not in ("quote", "base"):
+            raise ConfigError(
+                f"account.fee_asset: must be 'quote' or 'base', got {self.fee_asset!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +333,7 @@ class RunConfig:
             raise ConfigError(f"execution.symbol_fees: not in the run's symbols: {sorted(unknown)}")
         if self.perp is not None:
             self._check_perp(self.perp)
+        self._check_assets()
         if self.l2 is not None:
             if set(self.l2.files) != set(self.symbols):
                 raise ConfigError("l2.files: must name exactly the run's symbols")
@@ -315,6 +341,32 @@ class RunConfig:
                 raise ConfigError(
                     "execution.approval: an L2 replay's strategies approve themselves"
                 )
+
+    def _check_assets(self) -> None:
+        """Every cash asset other than the currency needs a symbol that values it."""
+        acct = self.account
+        assets = {self.quote_of(s) for s in self.symbols} | set(acct.balances)
+        for a in sorted(assets - {acct.currency}):
+            if self.perp is not None:
+                raise ConfigError(
+                    f"data.symbols: a USD-M perpetual account settles in {acct.currency}; "
+                    f"{a} is not it"
+                )
+            conv = a + acct.currency
+            if conv not in self.symbols:
+                users = [s for s in self.symbols if self.quote_of(s) == a] or ["account.balances"]
+                raise ConfigError(
+                    f"data.symbols: {users[0]} needs {a}, which is valued in {acct.currency} "
+                    f"through {conv}: add {conv} to the symbols"
+                )
+        if self.multi_asset and self.approval != "portfolio":
+            raise ConfigError(
+                "execution.approval: several cash assets or fees in base need 'portfolio' approval"
+            )
+        if self.perp is not None and acct.fee_asset != "quote":
+            raise ConfigError("account.fee_asset: a perpetual account pays fees in its currency")
+        if self.l2 is not None and self.multi_asset:
+            raise ConfigError("account: L2 replays run on one cash asset with fees in quote")
 
     def _check_perp(self, perp: PerpConfig) -> None:
         """A perpetual run: portfolio approval, its symbols' leverage within their brackets."""
@@ -373,12 +425,41 @@ class RunConfig:
         """Each symbol's equal share of the initial cash (its sub-account's start)."""
         return self.account.initial_cash / len(self.symbols)
 
+    def quote_of(self, symbol: str) -> str:
+        """The asset ``symbol`` is quoted (and settles its cash) in."""
+        return self.spec(symbol).quote_asset or self.account.currency
+
+    def pool(self, asset: str) -> float:
+        """The starting cash of quote asset ``asset``."""
+        acct = self.account
+        return acct.initial_cash if asset == acct.currency else acct.balances.get(asset, 0.0)
+
+    @property
+    def multi_asset(self) -> bool:
+        """A spot account with more than the currency as cash, or with fees in base."""
+        acct = self.account
+        return (
+            bool(acct.balances)
+            or acct.fee_asset == "base"
+            or any(self.quote_of(s) != acct.currency for s in self.symbols)
+        )
+
+    def budget_for(self, symbol: str) -> float:
+        """``symbol``'s equal share of its quote asset's starting cash."""
+        q = self.quote_of(symbol)
+        peers = sum(1 for s in self.symbols if self.quote_of(s) == q)
+        return self.pool(q) / peers
+
     def allocation_for(self, symbol: str) -> float:
-        """Notional of ``symbol``'s full target position: its allocation, times its
-        leverage on a perpetual account (the margin it uses stays the allocation)."""
-        if self.perp is None:
+        """Notional of ``symbol``'s full target position, in its quote asset: its share
+        of that asset's cash times ``position_fraction``, times its leverage on a
+        perpetual account (the margin it uses stays the share)."""
+        if not self.multi_asset and self.perp is None:
             return self.allocation
-        return self.allocation * self.perp.leverage_for(symbol)
+        alloc = self.budget_for(symbol) * self.position_fraction
+        if self.perp is None:
+            return alloc
+        return alloc * self.perp.leverage_for(symbol)
 
     @property
     def allocation(self) -> float:

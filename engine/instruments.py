@@ -19,13 +19,45 @@ def _decimals(size: float) -> int:
     return max(0, -int(exp))
 
 
+#: Quote assets recognised at the end of a symbol's name, longest first where one ends
+#: another (``FDUSD`` before ``USD``).
+QUOTE_ASSETS = (
+    "FDUSD",
+    "USDT",
+    "USDC",
+    "BUSD",
+    "TUSD",
+    "USDP",
+    "DAI",
+    "BTC",
+    "ETH",
+    "BNB",
+    "EUR",
+    "TRY",
+    "BRL",
+    "JPY",
+    "USD",
+)
+
+
+def split_symbol(symbol: str) -> tuple[str, str]:
+    """(base, quote) from a symbol's name by its quote suffix; ("", "") when none is known."""
+    for q in QUOTE_ASSETS:
+        if symbol.endswith(q) and len(symbol) > len(q):
+            return symbol[: -len(q)], q
+    return "", ""
+
+
 @dataclass(frozen=True, slots=True)
 class SymbolSpec:
     """Trading rules of one symbol (as in an exchange's exchangeInfo filters).
 
     ``tick_size``: price increment. ``step_size``: quantity increment.
     ``min_qty``: smallest order quantity. ``min_notional``: smallest
-    ``price * qty`` an order may have, in the quote asset.
+    ``price * qty`` an order may have, in the quote asset. ``base_asset`` and
+    ``quote_asset`` default to what the name says (``ETHBTC``: ETH, BTC; see
+    :data:`QUOTE_ASSETS`); empty when it says nothing (the quote is then the
+    account's currency).
     """
 
     symbol: str
@@ -33,6 +65,8 @@ class SymbolSpec:
     step_size: float = 0.00001
     min_qty: float = 0.0
     min_notional: float = 0.0
+    base_asset: str = ""
+    quote_asset: str = ""
     price_decimals: int = field(init=False, repr=False, compare=False)
     qty_decimals: int = field(init=False, repr=False, compare=False)
 
@@ -47,6 +81,10 @@ class SymbolSpec:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
                 raise ValueError(f"symbol {self.symbol}: {name} must be >= 0, got {v!r}")
+        if not self.base_asset and not self.quote_asset:
+            base, quote = split_symbol(self.symbol)
+            object.__setattr__(self, "base_asset", base)
+            object.__setattr__(self, "quote_asset", quote)
         object.__setattr__(self, "price_decimals", _decimals(self.tick_size))
         object.__setattr__(self, "qty_decimals", _decimals(self.step_size))
 
@@ -107,3 +145,23 @@ def book_fill(
             avg_price = price
     after = spec.round_qty(position + q)
     return after, (0.0 if after == 0.0 else avg_price), realized
+
+
+def base_fee_split(
+    qty: float, price: float, rate: float, spec: SymbolSpec
+) -> tuple[float, float, float]:
+    """A buy of ``qty`` whose fee is taken from the base asset received, as Binance spot
+    does without BNB: (quantity booked on the position, fee valued in quote, dust).
+
+    The fee is ``round(qty * rate, 8)`` base units; of the ``qty - fee`` received,
+    whole steps go to the position and the rest is dust (held, valued at the
+    mark, not tradable). The fee's quote value at the fill price is what the
+    fill records as its fee. A rebate (``rate < 0``) is paid in quote instead:
+    the whole ``qty`` is booked and the fee is the quote rebate.
+    """
+    if rate < 0:
+        return qty, round(qty * price * rate, 8), 0.0
+    fee_base = round(qty * rate, 8)
+    booked = spec.floor_qty(qty - fee_base)
+    dust = round(qty - fee_base - booked, 8)
+    return booked, round(fee_base * price, 8), dust

@@ -48,7 +48,7 @@ from tickray.engine.events import (
     update_batch,
 )
 from tickray.engine.impact import ImpactModel, NoImpact
-from tickray.engine.instruments import SymbolSpec, book_fill
+from tickray.engine.instruments import SymbolSpec, base_fee_split, book_fill
 from tickray.engine.latency import ConstantLatency, LatencyKind, LatencyModel
 from tickray.engine.orders import (
     OrderError,
@@ -122,6 +122,10 @@ class Venue:
         self.avg_price = 0.0
         self.realized = 0.0
         self.fees_paid = 0.0
+        # Spot fees in base (engine.instruments.base_fee_split): a buy books what it
+        # received in whole lots; ``base_shortfall`` sums what it traded but did not book.
+        self.base_fee = False
+        self.base_shortfall = 0.0
         self.atr = math.nan  # set by the caller for ATR trailing distances
         self.fills: list[Fill] = []
         self.updates: list[OrderUpdate] = []
@@ -486,13 +490,18 @@ class Venue:
         if liq == Liquidity.TAKER and not self._no_impact:
             price = self._impacted(o.side, qty, price, ts)
         rate = self.fees.taker if liq == Liquidity.TAKER else self.fees.maker
-        fee = round(qty * price * rate, 8)
+        booked = qty
+        if self.base_fee and o.side == Side.BUY:
+            booked, fee, _ = base_fee_split(qty, price, rate, spec)
+            self.base_shortfall += qty - booked
+        else:
+            fee = round(qty * price * rate, 8)
         self.fills.append(
             Fill(self.symbol, o.order_id, self._next_fill, ts, o.side, qty, price, fee, liq)
         )
         self._next_fill += 1
         self.fees_paid += fee
-        self._book(o.side * qty, price)
+        self._book(o.side * booked, price)
         o.filled = spec.round_qty(o.filled + qty)
         o.notional += qty * price
         done = o.remaining <= spec.step_size * 1e-6

@@ -37,7 +37,7 @@ Conventions (stated because every tool differs a little):
   ``r_b``, computed like the strategy's, over the steps where both are finite;
   alpha is ``(mean(r) - beta * mean(r_b)) * periods_per_year`` (zero risk-free
   rate, not compounded).
-* Undefined values (no variance, no drawdown, no trades, no input to compute
+* Undefined values (no starting capital, no variance, no drawdown, no trades, no input to compute
   them from) are NaN, and an annualised return or profit factor beyond float
   range is infinite; both are written as JSON null.
 """
@@ -297,7 +297,7 @@ def compute_metrics(
     return Metrics(
         initial=float(initial),
         final=final,
-        total_return=final / initial - 1.0,
+        total_return=final / initial - 1.0 if initial > 0 else math.nan,
         annual_return=annual,
         periods_per_year=ppy,
         volatility=vol,
@@ -359,6 +359,8 @@ def _risk(r: FloatArray, ppy: float) -> tuple[float, float, float]:
 def _annual_return(initial: float, final: float, ppy: float, samples: int) -> float:
     if samples == 0:
         return 0.0
+    if initial <= 0:
+        return math.nan
     if final <= 0:
         return -1.0
     try:

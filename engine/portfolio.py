@@ -41,14 +41,16 @@ from tickray.engine.events import (
     Fill,
     FillBatch,
     Inbox,
+    Liquidity,
     OrderIntent,
     OrderStatus,
     Outbox,
     RiskAction,
     RiskDecision,
+    Side,
     UpdateBatch,
 )
-from tickray.engine.instruments import SymbolSpec, book_fill
+from tickray.engine.instruments import SymbolSpec, base_fee_split, book_fill
 from tickray.engine.perpetual import isolated_margin_after
 from tickray.engine.symbol import SimulationError
 
@@ -167,10 +169,29 @@ class Portfolio:
         self.iso = np.zeros(n)  # isolated margin per position
         self.funding = np.zeros(n)  # funding paid per symbol
         self.liquidations = np.zeros(n, dtype=np.int64)
+        self.isolated = False
         if self.perp is not None:
             self.tables = [self.perp.table(s) for s in self.symbols]
             self.leverage = [self.perp.leverage_for(s) for s in self.symbols]
             self.isolated = self.perp.margin_mode == "isolated"
+        # Spot with several cash assets or fees in base (see config.AccountConfig):
+        # cash per quote asset (index 0 is the currency), valued at conversion marks.
+        self.multi = config.multi_asset and self.perp is None
+        self.base_fee = acct.fee_asset == "base"
+        self.dust = np.zeros(n)
+        if self.multi:
+            quotes = {config.quote_of(s) for s in self.symbols} | set(acct.balances)
+            self.assets = [acct.currency] + sorted(quotes - {acct.currency})
+            aidx = {a: k for k, a in enumerate(self.assets)}
+            self.sym_asset = np.array(
+                [aidx[config.quote_of(s)] for s in self.symbols], dtype=np.int64
+            )
+            self.cash_by = np.array([config.pool(a) for a in self.assets])
+            self.conv = [-1] + [self.index[a + acct.currency] for a in self.assets[1:]]
+            self.rate = np.array([1.0] + [math.nan] * (len(self.assets) - 1))
+            self.pending_by = np.zeros(len(self.assets))
+            self.budget = np.array([config.budget_for(s) for s in self.symbols])
+            self.fee_rates = [config.fees_for(s) for s in self.symbols]
 
     # -- settlement ---------------------------------------------------------------------
     def settle(self, t: int, outboxes: Sequence[Outbox], mark_ts: I64, marks: F64) -> SettleResult:
@@ -195,10 +216,10 @@ class Portfolio:
         head = rows - 1
         ordered = sorted(outboxes, key=_by_symbol) if len(outboxes) > 1 else list(outboxes)
         funding = None
-        if self.perp is None:
+        if self.perp is None and not self.multi:
             fills = self._book(ordered, marks, int(mark_ts[0]), out)
         else:
-            fills, funding = self._book_perp(ordered, marks, int(mark_ts[0]), out)
+            fills, funding = self._book_events(ordered, marks, int(mark_ts[0]), out)
         intents: list[OrderIntent] = []
         for ob in ordered:
             i = self.index[ob.symbol]
@@ -242,12 +263,51 @@ class Portfolio:
 
     def _equity(self, marks: F64, out: _Rows) -> None:
         """Fill the equity rows for ``marks`` with the current positions and cash."""
+        if self.multi:
+            self._equity_multi(marks, out)
+            return
         rows = len(out.equity)
         if rows == 1 and len(self.symbols) <= 16:
             self._equity_row(marks[0], out)
             return
         cash_rows = np.full(rows, self.cash)
         self._equity_rows(marks, cash_rows, self.pos[None, :], self.flow[None, :], out)
+
+    def _rates(self, marks: F64) -> F64:
+        """Each cash asset's value in the currency at each row of ``marks``: the
+        conversion symbol's mark, the last one known where it has none yet."""
+        rates = np.empty((len(marks), len(self.assets)))
+        for a, col in enumerate(self.conv):
+            if col < 0:
+                rates[:, a] = 1.0
+                continue
+            r = marks[:, col].copy()
+            for k in range(len(r)):
+                if math.isnan(r[k]):
+                    r[k] = self.rate[a]
+                else:
+                    self.rate[a] = r[k]
+            if np.isnan(r).any():
+                raise SimulationError(
+                    f"no {self.symbols[col]} mark yet to value {self.assets[a]} in "
+                    f"{self.assets[0]} (its data starts later than the run)"
+                )
+            rates[:, a] = r
+        return rates
+
+    def _equity_multi(self, marks: F64, out: _Rows) -> None:
+        """Cash of every asset and positions plus dust, valued in the currency; a
+        symbol's equity is its budget plus its cash flows, valued like its quote
+        asset, plus its holdings."""
+        rates = self._rates(marks)
+        q_rate = rates[:, self.sym_asset]
+        held = self.pos + self.dust
+        value = np.where(held != 0.0, held * marks, 0.0) * q_rate
+        cash = rates @ self.cash_by if len(self.assets) > 1 else np.full(len(marks), self.cash)
+        out.cash[:] = cash
+        out.equity[:] = cash + value.sum(axis=1)
+        out.gross[:] = np.abs(value).sum(axis=1)
+        out.sym[:] = (self.budget + self.flow) * q_rate + value
 
     def _equity_row(self, marks: F64, out: _Rows) -> None:
         """One boundary, few symbols: the same sequential float sums in plain Python."""
@@ -432,8 +492,11 @@ class Portfolio:
     def _release(self, symbol: str, order_id: int) -> None:
         held = self._pending.pop((symbol, order_id), None)
         if held is not None:
-            self.pending_pos[self.index[symbol]] -= held[0]
+            i = self.index[symbol]
+            self.pending_pos[i] -= held[0]
             self.pending_cash -= held[1]
+            if self.multi:
+                self.pending_by[self.sym_asset[i]] -= held[1]
 
     # -- approval -----------------------------------------------------------------------
     def free_cash(self) -> float:
@@ -442,6 +505,15 @@ class Portfolio:
         short = proj < 0
         locked = float(-(proj[short] * self.mark[short]).sum()) if short.any() else 0.0
         return self.cash + self.pending_cash - locked * (1.0 + self.short_margin)
+
+    def free_cash_in(self, asset: int) -> float:
+        """Cash of one asset after its approved-unfilled orders, less what the short
+        positions of symbols quoted in it lock."""
+        proj = self.pos + self.pending_pos
+        short = (proj < 0) & (self.sym_asset == asset)
+        locked = float(-(proj[short] * self.mark[short]).sum()) if short.any() else 0.0
+        cash = float(self.cash_by[asset]) + float(self.pending_by[asset])
+        return cash - locked * (1.0 + self.short_margin)
 
     def _decide(self, t: int, it: OrderIntent) -> RiskDecision:
         i = self.index[it.symbol]
@@ -461,13 +533,14 @@ class Portfolio:
                 self._released(i, px),
             )
         else:
-            chk = check_cash(
-                self.accounts[i], self.specs[i], it.side, it.qty, proj, px, self.free_cash()
-            )
+            free = self.free_cash_in(int(self.sym_asset[i])) if self.multi else self.free_cash()
+            chk = check_cash(self.accounts[i], self.specs[i], it.side, it.qty, proj, px, free)
         if chk.action != RiskAction.REJECT:
             self._pending[(it.symbol, it.intent_id)] = (it.side * chk.qty, chk.cash_estimate)
             self.pending_pos[i] += it.side * chk.qty
             self.pending_cash += chk.cash_estimate
+            if self.multi:
+                self.pending_by[self.sym_asset[i]] += chk.cash_estimate
         return RiskDecision(it.symbol, it.intent_id, t, chk.action, chk.qty, chk.reason)
 
     # -- perpetual margin ---------------------------------------------------------------
@@ -532,16 +605,19 @@ class Portfolio:
             )
         return boxes
 
-    def _book_perp(
+    def _book_events(
         self, ordered: list[Outbox], marks: F64, step0: int, out: _Rows
     ) -> tuple[FillRecords, FundingRecords]:
-        """Book fills and funding of a perpetual account, one event at a time.
+        """Book fills (and a perpetual's funding) one event at a time.
 
         Order: (boundary, symbol, fills before funding, as emitted). A fill moves
-        cash like a spot trade (so equity stays cash plus marked positions) and
-        the average entry and isolated margin as the symbol's margin state does;
-        a funding payment leaves cash and, for isolated margin, the position's
-        margin.
+        cash like a spot trade (so equity stays cash plus marked positions): on
+        a perpetual, also the average entry and isolated margin as the symbol's
+        margin state does; with several cash assets, the cash of the symbol's
+        quote asset; with fees in base, a buy pays no quote fee and books whole
+        lots, its dust kept apart. A funding payment leaves cash and, for
+        isolated margin, the position's margin. ``cash_after`` is the cash of
+        the fill's quote asset.
         """
         rows = len(out.equity)
         last = rows - 1
@@ -600,25 +676,45 @@ class Portfolio:
                 float(one["fee"]),
             )
             q = side * qty
+            liq = int(one["liquidity"])
             delta = -q * price - fee
-            self.cash += delta
+            if self.base_fee and side == Side.BUY:
+                maker, taker = self.fee_rates[i]
+                rate = maker if liq == Liquidity.MAKER else taker
+                booked, fee_value, dust = base_fee_split(qty, price, rate, self.specs[i])
+                if fee_value != fee:
+                    raise SimulationError(
+                        f"{self.symbols[i]}: fill {int(one['fill_id'])} fee {fee} is not the "
+                        f"base fee's value {fee_value}"
+                    )
+                if rate >= 0:
+                    delta = -q * price
+                q = booked
+                self.dust[i] = round(self.dust[i] + dust, 8)
             self.flow[i] += delta
             self.fees[i] += fee
             self.realized[i] += float(one["realized_pnl"])
             before = float(self.pos[i])
             new = self._positions(i, [q])[0]
-            _, self.entry[i], _ = book_fill(before, float(self.entry[i]), q, price, self.specs[i])
-            if new == 0.0:
-                self.entry[i] = 0.0
-            self.iso[i] = isolated_margin_after(
-                float(self.iso[i]), before, new, price, self.leverage[i]
-            )
+            if self.multi:
+                a = int(self.sym_asset[i])
+                self.cash_by[a] += delta
+                self.cash = float(self.cash_by[0])
+                cash_after = float(self.cash_by[a])
+            else:
+                self.cash += delta
+                cash_after = self.cash
+                _, entry, _ = book_fill(before, float(self.entry[i]), q, price, self.specs[i])
+                self.entry[i] = 0.0 if new == 0.0 else entry
+                self.iso[i] = isolated_margin_after(
+                    float(self.iso[i]), before, new, price, self.leverage[i]
+                )
             self.pos[i] = new
             self.fill_count[i] += 1
-            if int(one["liquidity"]) == 3:
+            if liq == Liquidity.LIQUIDATION:
                 self.liquidations[i] += 1
             order.append(k)
-            after.append(self.cash)
+            after.append(cash_after)
         sl = slice(done, rows)
         self._equity(marks[sl], out.at(sl))
         f_sorted = allf.take(np.array(order, dtype=np.int64))
@@ -636,8 +732,19 @@ class Portfolio:
 
     # -- summary ------------------------------------------------------------------------
     def equity_now(self) -> float:
+        """Equity at the last marks (in the currency)."""
+        if self.multi:
+            row = _Rows(np.empty(1), np.empty(1), np.empty(1), np.empty((1, len(self.symbols))))
+            self._equity_multi(np.nan_to_num(self.mark)[None, :], row)
+            return float(row.equity[0])
         value = np.where(self.pos != 0, self.pos * np.nan_to_num(self.mark), 0.0)
         return self.cash + float(value.sum())
+
+    def balances(self) -> dict[str, float]:
+        """Cash per asset (just the currency for a one-asset account)."""
+        if not self.multi:
+            return {self.config.account.currency: self.cash}
+        return {a: float(v) for a, v in zip(self.assets, self.cash_by.tolist(), strict=True)}
 
 
 _DONE = np.zeros(max(OrderStatus) + 1, dtype=bool)  # statuses that end an order, by value

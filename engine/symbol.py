@@ -57,7 +57,7 @@ from tickray.engine.events import (
     update_batch,
 )
 from tickray.engine.impact import NoImpact, impact_from_spec
-from tickray.engine.instruments import SymbolSpec, book_fill
+from tickray.engine.instruments import SymbolSpec, base_fee_split, book_fill
 from tickray.engine.matching import Fees
 from tickray.engine.orders import OrderRequest, OrderRules
 from tickray.engine.perpetual import liquidation_fee
@@ -171,7 +171,11 @@ class SymbolSim:
             and not self._observe
             and calendar is None
         )
-        self._fast = _OpenFills(spec, account.taker_fee) if plain and self.fast_path else None
+        self.base_fee = account.fee_asset == "base"
+        self.venue.base_fee = self.base_fee
+        self._fast = (
+            _OpenFills(spec, account.taker_fee, self.base_fee) if plain and self.fast_path else None
+        )
         self._since = 0  # arrival time of the orders the venue is working
         self._vj = 0  # next bar of the chunk the venue has not seen
         self._obs = 0  # next close of the chunk not yet observed by the venue
@@ -365,6 +369,18 @@ class SymbolSim:
         if self._has_orders():
             self._fill_pending(i, k, fills, updates)
 
+    def _cash_of(self, f: Fill) -> float:
+        """The quote cash a fill moves (a buy's fee in base takes no quote)."""
+        if self.base_fee and f.side == Side.BUY and f.fee >= 0:
+            return -f.qty * f.price
+        return -f.side * f.qty * f.price - f.fee
+
+    def _take_shortfall(self, book: _OpenFills | BarVenue) -> None:
+        """Buys that booked less than they traded (fees in base) leave less committed."""
+        if book.base_shortfall:
+            self.committed = self.spec.round_qty(self.committed - book.base_shortfall)
+            book.base_shortfall = 0.0
+
     def _process_perp(
         self,
         i: int,
@@ -486,8 +502,9 @@ class SymbolSim:
         """
         if self._fast is not None:
             for o, f in self._fast.fill(self._open_ts, self._open, lo, hi, fills, updates):
-                self.flow += -f.side * f.qty * f.price - f.fee
+                self.flow += self._cash_of(f)
                 self.pending_cash -= self._estimates.pop(o.order_id, 0.0)
+            self._take_shortfall(self._fast)
             self._realized.extend(self._fast.take_realized())
             self._positions.extend(self._fast.take_positions())
             return
@@ -516,7 +533,8 @@ class SymbolSim:
         new_fills, realized, positions, ups = self.venue.take_events()
         if new_fills:
             for f in new_fills:
-                self.flow += -f.side * f.qty * f.price - f.fee
+                self.flow += self._cash_of(f)
+            self._take_shortfall(self.venue)
             fills.extend(new_fills)
             self._realized.extend(realized)
             self._positions.extend(positions)
@@ -657,9 +675,11 @@ class _OpenFills:
     each fills whole at the open of the first bar opening at or after its arrival, as a
     taker, with the venue's fee rounding and average-cost book."""
 
-    def __init__(self, spec: SymbolSpec, taker_fee: float) -> None:
+    def __init__(self, spec: SymbolSpec, taker_fee: float, base_fee: bool = False) -> None:
         self.spec = spec
         self.taker_fee = taker_fee
+        self.base_fee = base_fee
+        self.base_shortfall = 0.0
         self.pending: list[_Pending] = []
         self.position = 0.0
         self.avg_price = 0.0
@@ -685,13 +705,18 @@ class _OpenFills:
                 still.append(o)
                 continue
             price, ts, qty = float(open_px[j]), int(open_ts[j]), o.qty
-            fee = round(qty * price * self.taker_fee, 8)
+            booked = qty
+            if self.base_fee and o.side == Side.BUY:
+                booked, fee, _ = base_fee_split(qty, price, self.taker_fee, self.spec)
+                self.base_shortfall += qty - booked
+            else:
+                fee = round(qty * price * self.taker_fee, 8)
             f = Fill(
                 self.spec.symbol, o.order_id, self._next_fill, ts, o.side, qty, price, fee, _TAKER
             )
             self._next_fill += 1
             fills.append(f)
-            self._book(o.side * qty, price)
+            self._book(o.side * booked, price)
             it = o.intent
             updates.append(
                 OrderUpdate(
