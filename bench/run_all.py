@@ -8,11 +8,14 @@ where an event is one 1m bar replayed through the whole topology (strategy,
 orders, fills, portfolio, recorder) and S is the wall time of ``run_backtest``
 (actor start-up included, Ray's own start excluded). Ray cases are run right
 after their in-process baseline on the same data in the same process and add
-``= R x in-process``. The memory case replays 1x and 10x the history in fresh
+``= R x BASELINE``. The memory case replays 1x and 10x the history in fresh
 processes and compares their peak RSS. The L2 cases replay the real Binance
 recordings of ../shared/data (an event is one market message: a depth diff, a
 trade or a book top) and report the best and the median of several passes,
-against the book alone in the same passes.
+against the book alone in the same passes. The account cases replay the demo
+generator's universe (with mark prices and funding) as spot, spot with fees in
+the base asset, and USD-M perpetuals with isolated and cross margin, each
+against the spot run.
 
 Data is synthetic (seeded) and cached under ``.cache/bench``.
 """
@@ -104,7 +107,7 @@ class Case:
             f"{self.rate:,.0f} events/s, peak RSS {self.rss_mb:.0f} MB"
         )
         if baseline is not None:
-            text += f" = {self.rate / baseline.rate:.2f}x in-process"
+            text += f" = {self.rate / baseline.rate:.2f}x {baseline.name}"
         return text
 
 
@@ -141,8 +144,8 @@ def bench_inprocess(n_bars: int) -> None:
     for approval in ("portfolio", "symbol"):
         cfg = config(root, ["BENCHUSDT"], n_bars, sync_ns=HOUR, approval=approval)
         c = run_case(f"inproc_sma_1sym_{n_bars // 1000}k_sync1h_{approval}", cfg, n_bars)
-        trades = c.result.metrics["portfolio"]["trades"]
-        print(f"  ({trades:,} fills, {c.result.stats.settles:,} settlements)")
+        fills = c.result.metrics["portfolio"]["fills"]
+        print(f"  ({fills:,} fills, {c.result.stats.settles:,} settlements)")
 
 
 def bench_ray(n_symbols: int, days: int, quick: bool) -> None:
@@ -176,6 +179,55 @@ def bench_ray(n_symbols: int, days: int, quick: bool) -> None:
             print(f"  ({c.result.stats.settles:,} settlements in {c.seconds:.1f} s)")
     finally:
         ray.shutdown()
+
+
+def bench_accounts(n_symbols: int, days: int) -> None:
+    """Spot against the other accounts on the demo generator's universe (with its mark
+    prices and funding), in-process, portfolio approval, 1h steps."""
+    from tickray.engine.config import PerpConfig
+    from tickray.engine.instruments import SymbolSpec
+    from tickray.feeds.store import read_symbol_specs
+    from tickray.feeds.synthetic import write_demo_dataset
+
+    root = CACHE / f"accounts-{n_symbols}x{days}d"
+    if not (root / ".complete").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        write_demo_dataset(root, n_symbols=n_symbols, days=days, seed=9, start="2024-01-01")
+        (root / ".complete").write_text("ok\n")
+    specs = {s: SymbolSpec(s, **v) for s, v in read_symbol_specs(root).items()}
+    symbols = sorted(specs)
+    start = parse_time("2024-01-01")
+    n_bars = days * 1440
+    events = n_symbols * n_bars
+    mom = StrategyConfig("momentum", {"window": 60, "threshold": 0.01})
+
+    def cfg(**kw: Any) -> RunConfig:
+        acct = kw.pop("account", {})
+        return config(
+            root,
+            symbols,
+            n_bars,
+            start_ns=start,
+            end_ns=start + n_bars * MINUTE,
+            strategy=mom,
+            specs=specs,
+            sync_ns=HOUR,
+            account=AccountConfig(initial_cash=1_000_000.0, allow_short=True, **acct),
+            **kw,
+        )
+
+    base = run_case(f"accounts_spot_{n_symbols}sym_{days}d_sync1h", cfg(), events)
+    for name, kw in (
+        ("spot_fees_in_base", {"account": {"fee_asset": "base"}}),
+        ("perp_isolated_5x", {"perp": PerpConfig(leverage=5, margin_mode="isolated")}),
+        ("perp_cross_5x", {"perp": PerpConfig(leverage=5, margin_mode="cross")}),
+    ):
+        c = run_case(f"accounts_{name}_{n_symbols}sym_{days}d_sync1h", cfg(**kw), events, base)
+        m = c.result.metrics["portfolio"]
+        print(
+            f"  ({m['fills']:,} fills, funding {m['funding']:,.2f}, "
+            f"{m['liquidations']} liquidations, {c.result.stats.settles:,} settlements)"
+        )
 
 
 def _memory_child(n_bars: int) -> None:
@@ -323,11 +375,13 @@ def main() -> int:
         bench_l2(1)
         bench_inprocess(100_000)
         bench_ray(10, 3, quick=True)
+        bench_accounts(4, 3)
         bench_memory(20_000)
     else:
         bench_l2(5)
         bench_inprocess(1_000_000)
         bench_ray(100, 30, quick=False)
+        bench_accounts(20, 30)
         bench_memory(100_000)
     return 0
 

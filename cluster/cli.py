@@ -131,7 +131,14 @@ def build_config(args: argparse.Namespace) -> RunConfig:
         start_ns=start,
         end_ns=end,
         strategy=StrategyConfig(strategy, params),
-        account=AccountConfig(initial_cash=args.cash, taker_fee=args.fee, allow_short=allow_short),
+        account=AccountConfig(
+            initial_cash=args.cash,
+            taker_fee=args.fee,
+            allow_short=allow_short,
+            currency=args.currency,
+            balances=_balances(args.balance or []),
+            fee_asset=args.fee_asset,
+        ),
         execution=_execution(args),
         perp=_perp(args),
         specs=specs,
@@ -289,6 +296,17 @@ def _execution(args: argparse.Namespace) -> ExecutionConfig:
     )
 
 
+def _balances(items: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip().upper()] = float(value)
+        except ValueError:
+            raise UsageError(f"--balance: expected ASSET=AMOUNT, got {item!r}") from None
+    return out
+
+
 def _perp(args: argparse.Namespace) -> PerpConfig | None:
     if not args.perp:
         return None
@@ -351,6 +369,21 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--fraction", type=float, default=0.9, help="share of each symbol's allocation")
     b.add_argument(
         "--allow-short", action=argparse.BooleanOptionalAction, default=None, help="margin shorts"
+    )
+    b.add_argument(
+        "--currency", default="USDT", help="the asset --cash is in and results are valued in"
+    )
+    b.add_argument(
+        "--balance",
+        action="append",
+        metavar="ASSET=AMOUNT",
+        help="a starting balance of another quote asset (e.g. BTC=0.5 for symbols quoted in BTC)",
+    )
+    b.add_argument(
+        "--fee-asset",
+        choices=("quote", "base"),
+        default="quote",
+        help="spot fees in the quote asset, or a buy's fee from the base asset received",
     )
     b.add_argument(
         "--spread-bps", type=float, default=0.0, help="assumed spread; market orders pay half"

@@ -322,3 +322,19 @@ def test_perp_flags_are_checked(
         capsys, *common, "--funding", "none", "--end", END, "--out", str(tmp_path / "d"), "--quiet"
     )
     assert rc == 0 and (tmp_path / "d" / "liquidations.parquet").exists()
+
+
+def test_spot_asset_flags(
+    small_universe: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["backtest", "--data", str(small_universe), "--symbols", "AAAUSDT", "--end", END]
+    rc, _, err = _run(capsys, *common, "--balance", "BTC=lots", "--out", str(tmp_path / "a"))
+    assert rc == 2 and "--balance: expected ASSET=AMOUNT, got 'BTC=lots'" in err
+    rc, _, err = _run(capsys, *common, "--balance", "BTC=1", "--out", str(tmp_path / "b"))
+    assert rc == 2 and "account.balances needs BTC" in err and "add BTCUSDT" in err
+    out = tmp_path / "c"
+    rc, stdout, _ = _run(capsys, *common, "--fee-asset", "base", "--out", str(out), "--quiet")
+    assert rc == 0, stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["balances"]) == {"USDT"}
+    assert json.loads((out / "run.json").read_text())["config"]["account"]["fee_asset"] == "base"
