@@ -82,6 +82,7 @@ ORDERS = pa.schema(
 FUNDING = pa.schema(
     [
         ("ts", TS),
+        ("settled", TS),
         ("symbol", pa.string()),
         ("funding_rate", pa.float64()),
         ("mark_price", pa.float64()),
@@ -357,7 +358,15 @@ class Recorder:
         if self.funding is not None and res.funding is not None and len(res.funding.records):
             r = res.funding.records
             self.funding.add_columns(
-                [r["ts"], res.funding.symbol, r["rate"], r["mark"], r["position"], r["payment"]]
+                [
+                    r["ts"],
+                    r["settled"],
+                    res.funding.symbol,
+                    r["rate"],
+                    r["mark"],
+                    r["position"],
+                    r["payment"],
+                ]
             )
         self.record_orders(res.intents, res.updates)
         ts = res.equity_ts

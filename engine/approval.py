@@ -110,8 +110,9 @@ def check_margin(
     margin ``qty * px' / leverage`` plus the taker fee ``qty * px' * fee``
     (``px'`` is ``px`` moved by the price buffer against the order) must fit in
     ``available`` (the account's available balance after the initial margin of
-    positions and approved-unfilled orders). ``cash_estimate`` is minus the
-    initial margin the order reserves until it ends.
+    positions and approved-unfilled orders). ``cash_estimate`` is minus what
+    the check counted (initial margin and fee of the opening part), reserved
+    until the order ends.
     """
     sign = int(side)
     closing = min(qty, abs(projected_position)) if projected_position * sign < 0 else 0.0
@@ -143,4 +144,7 @@ def check_margin(
     if approved <= 0:
         return CashCheck(RiskAction.REJECT, 0.0, reason, 0.0)
     action = RiskAction.APPROVE if approved >= qty else RiskAction.RESIZE
-    return CashCheck(action, approved, reason, -opening * px / leverage)
+    worse = px * (1.0 + acct.price_buffer)
+    return CashCheck(
+        action, approved, reason, -opening * (worse / leverage + worse * acct.taker_fee)
+    )

@@ -339,12 +339,14 @@ def update_batch(updates: list[OrderUpdate]) -> UpdateBatch:
 
 EMPTY_FILLS = FillBatch(np.empty(0, dtype=FILL_DTYPE))
 
-#: One funding settlement of a perpetual position: the funding time (a bar close), the
-#: rate, the mark price it was computed at, the position then and what it paid
+#: One funding settlement of a perpetual position: the record's funding time, the close
+#: of the bar that settled it (the first closing at or after it), the rate, the mark
+#: price it was computed at, the position then and what it paid
 #: (``position * mark * rate``; negative: received).
 FUNDING_DTYPE = np.dtype(
     [
         ("ts", "<i8"),
+        ("settled", "<i8"),
         ("rate", "<f8"),
         ("mark", "<f8"),
         ("position", "<f8"),

@@ -76,18 +76,22 @@ class BracketTable:
                     )
             prev = b
 
-    def bracket(self, notional: float) -> Bracket:
-        """The bracket holding ``notional`` (the last one beyond its cap is an error)."""
+    def bracket(self, notional: float, *, beyond: bool = False) -> Bracket:
+        """The bracket holding ``notional``. Above the last cap it is an error (no
+        order may open such a position), or with ``beyond`` the last bracket (a
+        position that grew there as its price moved)."""
         for b in self.brackets:
             if notional < b.cap:
                 return b
+        if beyond:
+            return self.brackets[-1]
         raise MarginError(
             f"{self.symbol}: notional {notional:.2f} is above the largest bracket "
             f"({self.brackets[-1].cap:.0f})"
         )
 
     def maintenance_margin(self, notional: float) -> float:
-        b = self.bracket(notional)
+        b = self.bracket(notional, beyond=True)
         return notional * b.mmr - b.cum
 
     def check_leverage(self, leverage: float, notional: float) -> None:
@@ -121,15 +125,22 @@ def liquidation_price(
         raise MarginError(f"side must be 1 or -1, got {side!r}")
     if not (qty > 0 and entry > 0):
         raise MarginError(f"qty and entry must be > 0, got {qty!r} and {entry!r}")
-    for b in table.brackets:
+    best, miss = 0.0, math.inf
+    last = len(table.brackets) - 1
+    for k, b in enumerate(table.brackets):
         denom = qty * b.mmr - side * qty
         price = (wallet + b.cum - side * qty * entry) / denom
         if price <= entry * 1e-9:
             continue
         notional = qty * price
-        if b.floor <= notional < b.cap:
+        cap = math.inf if k == last else b.cap  # the last bracket holds all beyond it
+        if b.floor <= notional < cap:
             return price
-    return 0.0
+        # float noise at a bracket edge: keep the nearest solution
+        gap = b.floor - notional if notional < b.floor else notional - cap
+        if gap < miss:
+            best, miss = price, gap
+    return best if miss <= 1e-6 * max(1.0, qty * entry) else 0.0
 
 
 def margin_balance(side: int, qty: float, entry: float, mark: float, wallet: float) -> float:

@@ -14,9 +14,11 @@ symbol-level risk monitor):
 * **Liquidation.** After a bar's fills, a long is liquidated when the bar's
   mark low reaches its liquidation price and a short when the mark high does
   (:func:`~tickray.engine.perpetual.liquidation_price`, with the position's
-  isolated margin, or for cross margin the wallet the portfolio reported at the
-  last step, net of the other positions, plus this symbol's own realised PnL,
-  fees and funding since). The position is closed at the liquidation price
+  isolated margin, or for cross margin the wallet the portfolio gave this
+  symbol at the last step (its share of the account's excess margin, see
+  ``Portfolio._margin_inboxes``), plus its own realised PnL, fees and funding
+  since). A bar that opens beyond the price liquidates before orders fill at
+  that open. The position is closed at the liquidation price
   rounded to the tick against the trader, with the clearance fee
   (:func:`~tickray.engine.perpetual.liquidation_fee`); open orders are
   cancelled.

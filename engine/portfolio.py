@@ -590,19 +590,35 @@ class Portfolio:
     def _margin_inboxes(
         self, t: int, ordered: list[Outbox], by_symbol: dict[str, list[RiskDecision]]
     ) -> list[Inbox]:
-        """Cross margin: every settled symbol learns the wallet backing its position
-        (wallet balance plus the other positions' unrealised PnL less their
-        maintenance margin)."""
+        """Cross margin: every settled symbol learns the wallet backing its position.
+
+        The account's excess margin ``X`` (margin balance less every position's
+        maintenance margin and the margin reserved by approved orders) is shared
+        out in proportion to each symbol's maintenance plus reserved margin: a
+        symbol's wallet puts its own margin balance at its maintenance margin,
+        plus its reservation, plus its share of ``X``. Each symbol then
+        liquidates on its own marks between steps; when several fall at once
+        the sum of their margin balances is the account's, so the account never
+        sinks below maintenance unseen (with one position this is exactly the
+        exchange's cross formula; with several it liquidates one that falls
+        alone earlier than the exchange would).
+        """
         mark = self._marked()
-        slack = self.pos * (mark - self.entry) - self.maintenance()
-        total = self.wallet_balance() + float(slack.sum())
+        upnl = self.pos * (mark - self.entry)
+        mm = self.maintenance()
+        reserved = np.zeros(len(self.symbols))
+        for (sym, _), (_, est) in self._pending.items():
+            reserved[self.index[sym]] -= est
+        need = mm + reserved
+        total = float(need.sum())
+        excess = self.equity_now() - total
+        share = need / total if total > 0 else np.zeros(len(self.symbols))
+        wallet = need + share * excess - upnl
         boxes = []
         for s in sorted({ob.symbol for ob in ordered} | set(by_symbol)):
             i = self.index[s]
-            value = total - float(slack[i])
-            boxes.append(
-                Inbox(s, t, by_symbol.get(s, []), [Control(ControlKind.MARGIN, t, s, "", value)])
-            )
+            control = Control(ControlKind.MARGIN, t, s, "", float(wallet[i]))
+            boxes.append(Inbox(s, t, by_symbol.get(s, []), [control]))
         return boxes
 
     def _book_events(
@@ -610,7 +626,10 @@ class Portfolio:
     ) -> tuple[FillRecords, FundingRecords]:
         """Book fills (and a perpetual's funding) one event at a time.
 
-        Order: (boundary, symbol, fills before funding, as emitted). A fill moves
+        Order: (boundary, symbol, time, funding before fills at the same time, as
+        emitted): a fill happens at its bar's open, a funding settlement at the
+        close of the bar that settled it, so each symbol's events come in the
+        order the symbol saw them. A fill moves
         cash like a spot trade (so equity stays cash plus marked positions): on
         a perpetual, also the average entry and isolated margin as the symbol's
         margin state does; with several cash assets, the cash of the symbol's
@@ -621,7 +640,7 @@ class Portfolio:
         """
         rows = len(out.equity)
         last = rows - 1
-        keys: list[tuple[int, int, int, int]] = []
+        keys: list[tuple[int, int, int, int, int]] = []
         batches: list[FillBatch] = []
         fund: list[npt.NDArray[np.void]] = []
         fund_sym: list[int] = []
@@ -632,19 +651,22 @@ class Portfolio:
             if f.size:
                 close = f.ts + self.interval
                 r = np.clip((-((-close) // self.sync) * self.sync - step0) // self.sync, 0, last)
-                keys.extend((int(rr), i, 0, nf + k) for k, rr in enumerate(r.tolist()))
+                keys.extend(
+                    (int(rr), i, int(t), 1, nf + k)
+                    for k, (rr, t) in enumerate(zip(r.tolist(), f.ts.tolist(), strict=True))
+                )
                 batches.append(f)
                 nf += f.size
             if len(ob.funding):
-                r = np.clip(
-                    (-((-ob.funding["ts"]) // self.sync) * self.sync - step0) // self.sync,
-                    0,
-                    last,
-                )
+                at = ob.funding["settled"]
+                r = np.clip((-((-at) // self.sync) * self.sync - step0) // self.sync, 0, last)
                 base = len(fund)
                 fund.extend(ob.funding[k : k + 1] for k in range(len(ob.funding)))
                 fund_sym.extend([i] * len(ob.funding))
-                keys.extend((int(rr), i, 1, base + k) for k, rr in enumerate(r.tolist()))
+                keys.extend(
+                    (int(rr), i, int(t), 0, base + k)
+                    for k, (rr, t) in enumerate(zip(r.tolist(), at.tolist(), strict=True))
+                )
         if not keys:
             self._equity(marks, out)
             return _NO_FILL_RECORDS, FundingRecords(np.empty(0, dtype=object), EMPTY_FUNDING)
@@ -654,12 +676,12 @@ class Portfolio:
         after: list[float] = []
         f_order: list[int] = []
         done = 0
-        for r, i, kind, k in keys:
+        for r, i, _, kind, k in keys:
             if r > done:
                 sl = slice(done, r)
                 self._equity(marks[sl], out.at(sl))
                 done = r
-            if kind == 1:
+            if kind == 0:
                 pay = float(fund[k]["payment"][0])
                 self.cash -= pay
                 self.flow[i] -= pay
@@ -720,7 +742,7 @@ class Portfolio:
         f_sorted = allf.take(np.array(order, dtype=np.int64))
         names = (
             np.array(self.symbols, dtype=object)[
-                [keys_i for (_, keys_i, kind, _) in keys if kind == 0]
+                [keys_i for (_, keys_i, _, kind, _) in keys if kind == 1]
             ]
             if order
             else np.empty(0, dtype=object)

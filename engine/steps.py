@@ -6,8 +6,8 @@ step whose boundary ``b`` ends it:
 * a fill happens at a bar's open and belongs to the step of that bar's close;
 * a portfolio decision, or a cancel, taken at a boundary reaches the symbol in
   the step that starts there;
-* a funding settlement happens at a bar's close (its ``ts``) and belongs to
-  the step that time falls in;
+* a funding settlement happens at the close of the bar that settles it (its
+  ``settled`` time) and belongs to the step that time falls in;
 * anything else (an intent at a bar's close, a self-approved decision at the
   signal) belongs to the step its time falls in.
 
@@ -80,7 +80,7 @@ def split_outbox(
         else np.zeros(0, dtype=bool)
     )
     pay = ob.funding
-    pm = _ceil(pay["ts"], sync) <= boundary if len(pay) else np.zeros(0, dtype=bool)
+    pm = _ceil(pay["settled"], sync) <= boundary if len(pay) else np.zeros(0, dtype=bool)
     if not fm.any() and not um.any() and not pm.any():
         return None, ob
     head_fills = FillBatch(f.data[fm])

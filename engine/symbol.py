@@ -127,7 +127,7 @@ class SymbolSim:
     ) -> None:
         self.spec = spec
         self.perp = perp
-        self._funding_rows: list[tuple[int, float, float, float, float]] = []
+        self._funding_rows: list[tuple[int, int, float, float, float, float]] = []
         self.symbol = spec.symbol
         self.strategy = strategy
         self.source = source
@@ -403,6 +403,14 @@ class SymbolSim:
         lo = i
         while lo < k:
             if self._has_orders():
+                # A bar that opens beyond the liquidation price liquidates before any
+                # order can fill at that open (the exchange was first).
+                pos = self.position
+                if pos != 0.0:
+                    lp = perp.liquidation_price(pos, self.avg_price)
+                    m_open = float(self._open[lo]) * float(self._mark[lo] / self._close[lo])
+                    if lp > 0.0 and (m_open <= lp if pos > 0 else m_open >= lp):
+                        self._liquidate(lo, lp, fills, updates)
                 n0 = len(fills)
                 self._fill_pending(lo, lo + 1, fills, updates)
                 self._margin_fills(fills, n0)
@@ -455,7 +463,8 @@ class SymbolSim:
         payment = round(pos * mark * rate, 8)
         perp.on_funding(payment)
         self.flow -= payment
-        self._funding_rows.append((int(perp.funding.ts[record]), rate, mark, pos, payment))
+        settled = int(self._close_ts[bar])
+        self._funding_rows.append((int(perp.funding.ts[record]), settled, rate, mark, pos, payment))
 
     def _liquidate(self, j: int, lp: float, fills: list[Fill], updates: list[OrderUpdate]) -> None:
         """Close the whole position at its liquidation price in bar ``j`` and cancel
@@ -491,6 +500,16 @@ class SymbolSim:
         self.flow += pos * price - fee
         self.committed = self.spec.round_qty(self.committed - pos)
         perp.on_fill(pos, 0.0, price, realized, fee)
+        # Intents still waiting for the portfolio were sized to close the position
+        # first: that part no longer exists.
+        left = qty
+        for oid, it in sorted(self.open_intents.items()):
+            if left <= 0.0 or it.side * pos > 0:
+                continue
+            cut = min(it.qty, left)
+            left = self.spec.round_qty(left - cut)
+            self.open_intents[oid] = it._replace(qty=self.spec.round_qty(it.qty - cut))
+            self.committed = self.spec.round_qty(self.committed - it.side * cut)
 
     def _fill_pending(
         self, lo: int, hi: int, fills: list[Fill], updates: list[OrderUpdate]
@@ -601,8 +620,16 @@ class SymbolSim:
             intent = self.open_intents.pop(d.intent_id, None)
             if intent is None:
                 raise SimulationError(f"{self.symbol}: decision for unknown intent {d.intent_id}")
-            if self.perp is not None and intent.reduce_only and d.action != RiskAction.REJECT:
-                d = self._reduce_only(intent, d)
+            if self.perp is not None and d.action != RiskAction.REJECT:
+                if intent.reduce_only:
+                    d = self._reduce_only(intent, d)
+                elif d.qty > intent.qty:  # cut by a liquidation since it was sent
+                    why = "cut: the position it was to close was liquidated"
+                    d = d._replace(
+                        action=RiskAction.RESIZE if intent.qty > 0 else RiskAction.REJECT,
+                        qty=intent.qty,
+                        reason=why,
+                    )
             if d.action == RiskAction.REJECT:
                 self.committed = self.spec.round_qty(self.committed - intent.side * intent.qty)
                 updates.append(_update(intent, OrderStatus.REJECTED, t, intent.qty, d.reason))

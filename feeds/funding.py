@@ -209,9 +209,13 @@ def perp_inputs(
 
 
 def _schedule(table: pa.Table) -> FundingSchedule:
+    """Funding records as arrays. Record times are floored to the second: Binance's
+    ``fundingTime`` lands a few ms past the hour, and the position that pays is the
+    one held at the hour."""
     rate = table.column("funding_rate")
     keep = pc.is_valid(rate)
     ts = table.column("ts").filter(keep).cast(pa.int64()).to_numpy()
+    ts = ts - ts % 1_000_000_000
     mark = table.column("mark_price").filter(keep).to_numpy(zero_copy_only=False)
     return FundingSchedule(
         np.ascontiguousarray(ts, dtype=np.int64),

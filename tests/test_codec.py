@@ -111,7 +111,7 @@ def outboxes(draw: st.DrawFn) -> Outbox:
 def funding_records(draw: st.DrawFn) -> np.ndarray:
     n = draw(st.integers(0, 4))
     real = st.floats(allow_nan=False, allow_infinity=False)
-    rows = [(draw(ts), draw(real), draw(real), draw(real), draw(real)) for _ in range(n)]
+    rows = [(draw(ts), draw(ts), draw(real), draw(real), draw(real), draw(real)) for _ in range(n)]
     return np.array(rows, dtype=FUNDING_DTYPE)
 
 

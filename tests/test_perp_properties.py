@@ -15,12 +15,15 @@ and against an independent replay of the fills:
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_bar_rows, write_funding_rows
+from conftest import results_digest, write_funding_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,10 +37,33 @@ from tickray.engine.perpetual import (
     liquidation_fee,
     liquidation_price,
 )
+from tickray.feeds.store import write_bars
 
 T0 = parse_time("2024-05-01")
 SYMBOLS = ("AAAUSDT", "BBBUSDT")
 N_BARS = 150
+
+
+def _write_bars(
+    root: Path, symbol: str, rows: list[tuple[float, ...]], gaps: bool, rng: Any
+) -> None:
+    """The bars, with about one in ten left out when ``gaps`` (a feed with holes)."""
+    keep = [k for k in range(len(rows)) if not gaps or k < 3 or rng.random() > 0.1]
+    write_bars(
+        root,
+        symbol,
+        "1m",
+        pa.table(
+            {
+                "ts": pa.array([T0 + k * MINUTE for k in keep], type=pa.timestamp("ns", tz="UTC")),
+                "open": [rows[k][0] for k in keep],
+                "high": [rows[k][1] for k in keep],
+                "low": [rows[k][2] for k in keep],
+                "close": [rows[k][3] for k in keep],
+                "volume": [1.0] * len(keep),
+            }
+        ),
+    )
 
 
 def _bars(rng: np.random.Generator, start: float) -> list[tuple[float, float, float, float]]:
@@ -90,11 +116,19 @@ def _avg_cost(fills: list[tuple[int, float, float]]) -> list[float]:
     isolated=st.booleans(),
     fee=st.sampled_from([0.0, 0.0004, 0.001]),
     rates=st.lists(st.floats(-0.003, 0.003), min_size=14, max_size=14),
+    gaps=st.booleans(),
+    sync=st.sampled_from([1, 1, 5]),
 )
 def test_perp_accounts_reconcile(
-    seed: int, leverage: float, isolated: bool, fee: float, rates: list[float]
+    seed: int,
+    leverage: float,
+    isolated: bool,
+    fee: float,
+    rates: list[float],
+    gaps: bool,
+    sync: int,
 ) -> None:
-    _run_and_check(seed, leverage, isolated, fee, rates)
+    _run_and_check(seed, leverage, isolated, fee, rates, gaps=gaps, sync=sync)
 
 
 @pytest.mark.parametrize(("seed", "leverage"), [(3, 50.0), (8, 25.0), (21, 50.0)])
@@ -105,20 +139,33 @@ def test_isolated_liquidations_follow_the_formula(seed: int, leverage: float) ->
 
 
 def _run_and_check(
-    seed: int, leverage: float, isolated: bool, fee: float, rates: list[float]
+    seed: int,
+    leverage: float,
+    isolated: bool,
+    fee: float,
+    rates: list[float],
+    *,
+    gaps: bool = False,
+    sync: int = 1,
 ) -> int:
-    """One random run, checked; returns its number of liquidations."""
+    """One random run, checked (and, with isolated margin, rerun without fusing for the
+    same bytes); returns its number of liquidations."""
     rng = np.random.Generator(np.random.PCG64(seed))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"
         for k, s in enumerate(SYMBOLS):
-            write_bar_rows(root, s, T0, _bars(rng, 100.0 * (k + 1)))
+            _write_bars(root, s, _bars(rng, 100.0 * (k + 1)), gaps, rng)
             # funding every 10 minutes; every other record carries its own mark
             write_funding_rows(
                 root,
                 s,
                 [
-                    (T0 + (j + 1) * 10 * MINUTE, round(r, 6), 100.0 * (k + 1) if j % 2 else None)
+                    # exchange timestamps land a few ms past the minute
+                    (
+                        T0 + (j + 1) * 10 * MINUTE + 7_000_000 * (j % 3),
+                        round(r, 6),
+                        100.0 * (k + 1) if j % 2 else None,
+                    )
                     for j, r in enumerate(rates)
                 ],
             )
@@ -137,9 +184,13 @@ def _run_and_check(
             ),
             specs={s: SymbolSpec(s, tick_size=0.01, step_size=0.001) for s in SYMBOLS},
             position_fraction=1.0,
+            sync_ns=sync * MINUTE,
         )
         out = run_backtest(cfg, Path(tmp) / "out").out
         _check(out, cfg, isolated)
+        if isolated:
+            again = run_backtest(replace(cfg, fuse=False), Path(tmp) / "again").out
+            assert results_digest(again) == results_digest(out)
         return int(pq.read_table(out / "liquidations.parquet").num_rows)
 
 
@@ -179,12 +230,13 @@ def _check_liquidations(cfg: RunConfig, s: str, fills: object, funding: object) 
     assert cfg.perp is not None
     table, lev = bracket_table(s), cfg.perp.leverage
     spec = cfg.spec(s)
-    events = [(int(t.value), 0, k) for k, t in enumerate(fills.ts)]
-    # a funding record settles at a bar close: after the fills of the bar that opened before it
-    events += [(int(t.value) - 1, 1, k) for k, t in enumerate(funding.ts)]
+    # a fill happens at its bar's open, a funding settlement at the close of the bar that
+    # settled it: before a fill at the next bar's open (the same time)
+    events = [(int(t.value), 1, k) for k, t in enumerate(fills.ts)]
+    events += [(int(t.value), 0, k) for k, t in enumerate(funding.settled)]
     pos = entry = margin = 0.0
     for _, kind, k in sorted(events):
-        if kind == 1:
+        if kind == 0:
             margin -= float(funding.payment.iloc[k])
             continue
         f = fills.iloc[k]
