@@ -208,6 +208,11 @@ class Portfolio:
             or marks.shape != (len(mark_ts), len(self.symbols))
         ):
             raise SimulationError(f"settle at {t}: marks must cover the boundaries up to {t}")
+        unknown = [ob.symbol for ob in outboxes if ob.symbol not in self.index]
+        if unknown:
+            raise SimulationError(
+                f"settle at {t}: outbox of {unknown[0]!r}, which is not one of the run's symbols"
+            )
         self.time = t
         rows = len(mark_ts)
         out = _Rows(

@@ -790,6 +790,16 @@ def test_a_symbol_position_that_disagrees_with_the_account_is_an_error() -> None
         settle(pf, T0 + H, [[100.0, 100.0]], [box("AAA"), box("BBB", fills=[f], position=1.5)])
 
 
+def test_a_fill_of_an_unknown_symbol_is_an_error_before_anything_is_booked() -> None:
+    pf = make_portfolio(("AAA",))
+    f = make_fill("ZZZ", 1, T0, Side.BUY, 2.0, 100.0, 0.2)
+    mark_ts = np.array([T0 + H], dtype=np.int64)
+    stray = box("ZZZ", fills=[f], position=2.0)._replace(reached=T0 + H)
+    with pytest.raises(SimulationError, match="outbox of 'ZZZ', which is not one of the run's"):
+        pf.settle(T0 + H, [stray], mark_ts, np.array([[100.0]]))
+    assert pf.cash == pf.config.account.initial_cash and pf.fill_count.sum() == 0
+
+
 def test_positions_agree_up_to_float_noise_below_a_step() -> None:
     pf = make_portfolio(("AAA",))
     fills = [
