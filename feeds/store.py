@@ -369,7 +369,11 @@ def read_ticks(root: str | Path, kind: str, symbol: str) -> pa.Table:
         raise DataError(
             f"no {kind} for {symbol!r}: no day files under {tick_dir(root, kind, symbol)}"
         )
+    where = str(tick_dir(root, kind, symbol))
+    try:  # one read and one check of the joined days (the common case: good files)
+        joined = pq.read_table([str(f) for f in files], use_threads=False)
+        return conform(joined, kind, where).combine_chunks()
+    except (DataError, pa.ArrowException, OSError):
+        pass  # find the file at fault, and say which
     parts = [conform(open_parquet(f).read(), kind, str(f)) for f in files]
-    return conform(
-        pa.concat_tables(parts), kind, str(tick_dir(root, kind, symbol))
-    ).combine_chunks()
+    return conform(pa.concat_tables(parts), kind, where).combine_chunks()
