@@ -135,7 +135,7 @@ def build_config(args: argparse.Namespace) -> RunConfig:
             initial_cash=args.cash,
             taker_fee=args.fee,
             allow_short=allow_short,
-            currency=args.currency,
+            currency=args.currency.upper(),
             balances=_balances(args.balance or []),
             fee_asset=args.fee_asset,
         ),

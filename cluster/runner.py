@@ -20,6 +20,7 @@ from tickray.cluster.report import write_report
 from tickray.engine.clock import floor_to, format_duration, iso
 from tickray.engine.config import ConfigError, RunConfig
 from tickray.engine.metrics import FillColumns, compute_metrics, periods_per_year
+from tickray.engine.steps import fill_steps
 from tickray.feeds.calendars import calendar_for
 from tickray.feeds.schemas import DataError
 from tickray.feeds.store import bar_files, data_range
@@ -50,13 +51,23 @@ def check_inputs(config: RunConfig) -> None:
         calendar_for(config.execution.calendar)
     except ValueError as e:
         raise ConfigError(f"execution.calendar: {e}") from None
+    first_bar = {}
     for s in config.symbols:
         bar_files(config.data_root, interval, s)
         first, last = data_range(config.data_root, interval, s)
+        first_bar[s] = first
         if last < config.start_ns or first >= config.end_ns:
             raise DataError(
                 f"symbol {s!r}: no {interval} bars between {iso(config.start_ns)} and "
                 f"{iso(config.end_ns)} (its data spans {iso(first)} to {iso(last)})"
+            )
+    acct = config.account
+    for a, amount in sorted(acct.balances.items()):
+        conv = a + acct.currency
+        if amount and conv in first_bar and first_bar[conv] > config.start_ns:
+            raise DataError(
+                f"account.balances.{a}: {conv}, which values it, has no bar before "
+                f"{iso(first_bar[conv])}; start the run there or later"
             )
 
 
@@ -120,15 +131,25 @@ def results_metrics(folder: Path, config: RunConfig, summary: dict[str, Any]) ->
     positions = _positions_at(folder / "positions.parquet", symbols, ts)
     marks = pq.read_table(folder / "marks.parquet", use_threads=False)
     initial, starts = _initial_values(config, marks)
+    rates = _asset_rates(config, marks)
+    fees = dict(summary["fees"])
+    if rates:  # several cash assets: fills of symbols quoted in another asset, in currency
+        fills, fees = _fills_in_currency(config, fills, fees, rates, ts)
     bench_total = np.zeros(len(ts))
+    for a, r in rates.items():  # balances no symbol trades are held as they are
+        if not any(config.quote_of(s) == a for s in symbols):
+            bench_total += config.pool(a) * r
     per_symbol = {}
     # one read, not one per symbol; single-threaded to keep the peak memory small
     table = pq.read_table(folder / "symbol_equity.parquet", use_threads=False)
-    fees = summary["fees"]
     for k, s in enumerate(symbols):
         eq = table.column(s).to_numpy().astype(np.float64)
         alloc = starts[k]
-        bench, b0 = _buy_and_hold(marks.column(s).to_numpy().astype(np.float64))
+        px = marks.column(s).to_numpy().astype(np.float64)
+        quote = config.quote_of(s)
+        if quote in rates:  # valued like its equity: in the currency
+            px = px * rates[quote]
+        bench, b0 = _buy_and_hold(px)
         bench_total += alloc * bench / b0 if b0 else alloc
         mine = fills.symbol == k
         m = compute_metrics(
@@ -170,6 +191,47 @@ def results_metrics(folder: Path, config: RunConfig, summary: dict[str, Any]) ->
         "symbols": per_symbol,
         "balances": summary["balances"],
     }
+
+
+def _asset_rates(config: RunConfig, marks: pa.Table) -> dict[str, npt.NDArray[np.float64]]:
+    """Each cash asset other than the currency, valued in the currency at every boundary
+    (its conversion symbol's mark, carried forward; its first mark before that); {} for
+    a one-asset account."""
+    if not config.multi_asset or config.perp is not None:
+        return {}
+    acct = config.account
+    assets = {config.quote_of(s) for s in config.symbols} | set(acct.balances)
+    out = {}
+    for a in sorted(assets - {acct.currency}):
+        r, first = _buy_and_hold(marks.column(a + acct.currency).to_numpy().astype(np.float64))
+        out[a] = r if first else np.zeros(len(r))
+    return out
+
+
+def _fills_in_currency(
+    config: RunConfig,
+    fills: FillColumns,
+    fees: dict[str, float],
+    rates: dict[str, npt.NDArray[np.float64]],
+    ts: npt.NDArray[np.int64],
+) -> tuple[FillColumns, dict[str, float]]:
+    """Prices, fees and realised PnL of fills quoted in another asset, converted at the
+    rate of the boundary that booked them (quantities and positions stay in base)."""
+    price, fee, pnl = fills.price.copy(), fills.fee.copy(), fills.realized_pnl.copy()
+    at = np.searchsorted(ts, fill_steps(fills.ts, config.interval_ns, config.sync_ns))
+    at = np.minimum(at, len(ts) - 1)
+    fees = dict(fees)
+    for k, s in enumerate(config.symbols):
+        quote = config.quote_of(s)
+        if quote not in rates:
+            continue
+        mine = fills.symbol == k
+        r = rates[quote][at[mine]]
+        price[mine] *= r
+        fee[mine] *= r
+        pnl[mine] *= r
+        fees[s] = float(fee[mine].sum())
+    return fills._replace(price=price, fee=fee, realized_pnl=pnl), fees
 
 
 def _initial_values(config: RunConfig, marks: pa.Table) -> tuple[float, list[float]]:

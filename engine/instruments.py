@@ -41,9 +41,13 @@ QUOTE_ASSETS = (
 
 
 def split_symbol(symbol: str) -> tuple[str, str]:
-    """(base, quote) from a symbol's name by its quote suffix; ("", "") when none is known."""
+    """(base, quote) from a symbol's name by its quote suffix; ("", "") when none is known.
+
+    The base must have at least two characters, so that stock tickers such as
+    GBTC or FETH are not read as crypto pairs.
+    """
     for q in QUOTE_ASSETS:
-        if symbol.endswith(q) and len(symbol) > len(q):
+        if symbol.endswith(q) and len(symbol) >= len(q) + 2:
             return symbol[: -len(q)], q
     return "", ""
 
@@ -136,6 +140,8 @@ def book_fill(
     opens the rest at ``price``.
     """
     realized = 0.0
+    if q == 0.0:  # nothing booked (a buy whose base fee left less than a lot)
+        return position, avg_price, 0.0
     if position == 0.0 or (position > 0) == (q > 0):
         avg_price = (avg_price * abs(position) + price * abs(q)) / abs(position + q)
     else:
@@ -148,20 +154,20 @@ def book_fill(
 
 
 def base_fee_split(
-    qty: float, price: float, rate: float, spec: SymbolSpec
+    qty: float, price: float, rate: float, spec: SymbolSpec, dust: float = 0.0
 ) -> tuple[float, float, float]:
     """A buy of ``qty`` whose fee is taken from the base asset received, as Binance spot
-    does without BNB: (quantity booked on the position, fee valued in quote, dust).
+    does without BNB: (quantity booked on the position, fee valued in quote, dust after).
 
-    The fee is ``round(qty * rate, 8)`` base units; of the ``qty - fee`` received,
-    whole steps go to the position and the rest is dust (held, valued at the
-    mark, not tradable). The fee's quote value at the fill price is what the
-    fill records as its fee. A rebate (``rate < 0``) is paid in quote instead:
-    the whole ``qty`` is booked and the fee is the quote rebate.
+    The fee is ``round(qty * rate, 8)`` base units. What was received plus the
+    ``dust`` already held goes to the position in whole lots; the rest stays
+    dust (held, valued at the mark, not tradable until it makes a lot). The
+    fee's quote value at the fill price is what the fill records as its fee. A
+    rebate (``rate < 0``) is paid in quote instead: the whole ``qty`` is booked.
     """
     if rate < 0:
-        return qty, round(qty * price * rate, 8), 0.0
+        return qty, round(qty * price * rate, 8), dust
     fee_base = round(qty * rate, 8)
-    booked = spec.floor_qty(qty - fee_base)
-    dust = round(qty - fee_base - booked, 8)
-    return booked, round(fee_base * price, 8), dust
+    received = qty - fee_base + dust
+    booked = spec.floor_qty(received)
+    return booked, round(fee_base * price, 8), round(received - booked, 8)

@@ -59,6 +59,9 @@ from tickray.engine.orders import (
     TrailUnit,
 )
 
+SPOT_NOTHING_HELD = "spot: nothing held to sell"
+SPOT_CUT = "spot: cut to what is held"
+
 
 @dataclass(frozen=True, slots=True)
 class Fees:
@@ -126,6 +129,9 @@ class Venue:
         # received in whole lots; ``base_shortfall`` sums what it traded but did not book.
         self.base_fee = False
         self.base_shortfall = 0.0
+        self.dust = 0.0
+        # Spot without shorting: a sell fills at most what is held; the rest is canceled.
+        self.long_only = False
         self.atr = math.nan  # set by the caller for ATR trailing distances
         self.fills: list[Fill] = []
         self.updates: list[OrderUpdate] = []
@@ -487,12 +493,20 @@ class Venue:
         qty = spec.round_qty(min(qty, o.remaining))
         if qty <= 0:
             return
+        cut = False
+        if self.long_only and o.side == Side.SELL:
+            held = spec.floor_qty(max(self.position, 0.0))
+            if qty > held:
+                if held <= 0:
+                    self._close(o, OrderStatus.CANCELED, ts, SPOT_NOTHING_HELD)
+                    return
+                qty, cut = held, True
         if liq == Liquidity.TAKER and not self._no_impact:
             price = self._impacted(o.side, qty, price, ts)
         rate = self.fees.taker if liq == Liquidity.TAKER else self.fees.maker
         booked = qty
         if self.base_fee and o.side == Side.BUY:
-            booked, fee, _ = base_fee_split(qty, price, rate, spec)
+            booked, fee, self.dust = base_fee_split(qty, price, rate, spec, self.dust)
             self.base_shortfall += qty - booked
         else:
             fee = round(qty * price * rate, 8)
@@ -518,6 +532,8 @@ class Venue:
         if done:
             self._unrest(o)
             self._release_children(o, ts)
+        elif cut:
+            self._close(o, OrderStatus.CANCELED, ts, SPOT_CUT)
         self._trim_reduce_only(ts, o.order_id)
 
     def _impacted(self, side: Side, qty: float, price: float, ts: int) -> float:

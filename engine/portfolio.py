@@ -293,10 +293,14 @@ class Portfolio:
                 else:
                     self.rate[a] = r[k]
             if np.isnan(r).any():
-                raise SimulationError(
-                    f"no {self.symbols[col]} mark yet to value {self.assets[a]} in "
-                    f"{self.assets[0]} (its data starts later than the run)"
-                )
+                mine = self.sym_asset == a
+                held = bool(np.any((self.pos + self.dust)[mine] != 0.0))
+                if self.cash_by[a] != 0.0 or held:
+                    raise SimulationError(
+                        f"no {self.symbols[col]} mark yet to value {self.assets[a]} in "
+                        f"{self.assets[0]} (its data starts later than the run)"
+                    )
+                r = np.nan_to_num(r)  # nothing held in it: its value is 0 at any rate
             rates[:, a] = r
         return rates
 
@@ -307,8 +311,10 @@ class Portfolio:
         rates = self._rates(marks)
         q_rate = rates[:, self.sym_asset]
         held = self.pos + self.dust
-        value = np.where(held != 0.0, held * marks, 0.0) * q_rate
-        cash = rates @ self.cash_by if len(self.assets) > 1 else np.full(len(marks), self.cash)
+        value = np.where(held != 0.0, held * marks * q_rate, 0.0)
+        cash = np.full(len(marks), float(self.cash_by[0]))
+        for a in range(1, len(self.assets)):  # in a fixed order: no BLAS reassociation
+            cash = cash + rates[:, a] * float(self.cash_by[a])
         out.cash[:] = cash
         out.equity[:] = cash + value.sum(axis=1)
         out.gross[:] = np.abs(value).sum(axis=1)
@@ -708,7 +714,9 @@ class Portfolio:
             if self.base_fee and side == Side.BUY:
                 maker, taker = self.fee_rates[i]
                 rate = maker if liq == Liquidity.MAKER else taker
-                booked, fee_value, dust = base_fee_split(qty, price, rate, self.specs[i])
+                booked, fee_value, dust = base_fee_split(
+                    qty, price, rate, self.specs[i], float(self.dust[i])
+                )
                 if fee_value != fee:
                     raise SimulationError(
                         f"{self.symbols[i]}: fill {int(one['fill_id'])} fee {fee} is not the "
@@ -717,7 +725,7 @@ class Portfolio:
                 if rate >= 0:
                     delta = -q * price
                 q = booked
-                self.dust[i] = round(self.dust[i] + dust, 8)
+                self.dust[i] = dust
             self.flow[i] += delta
             self.fees[i] += fee
             self.realized[i] += float(one["realized_pnl"])
@@ -762,7 +770,9 @@ class Portfolio:
         """Equity at the last marks (in the currency)."""
         if self.multi:
             row = _Rows(np.empty(1), np.empty(1), np.empty(1), np.empty((1, len(self.symbols))))
-            self._equity_multi(np.nan_to_num(self.mark)[None, :], row)
+            kept = self.rate.copy()
+            self._equity_multi(self.mark[None, :], row)
+            self.rate = kept
             return float(row.equity[0])
         value = np.where(self.pos != 0, self.pos * np.nan_to_num(self.mark), 0.0)
         return self.cash + float(value.sum())

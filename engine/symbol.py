@@ -58,7 +58,7 @@ from tickray.engine.events import (
 )
 from tickray.engine.impact import NoImpact, impact_from_spec
 from tickray.engine.instruments import SymbolSpec, base_fee_split, book_fill
-from tickray.engine.matching import Fees
+from tickray.engine.matching import SPOT_CUT, SPOT_NOTHING_HELD, Fees
 from tickray.engine.orders import OrderRequest, OrderRules
 from tickray.engine.perpetual import liquidation_fee
 from tickray.engine.perpstate import PerpSymbolState
@@ -173,8 +173,12 @@ class SymbolSim:
         )
         self.base_fee = account.fee_asset == "base"
         self.venue.base_fee = self.base_fee
+        long_only = perp is None and not account.allow_short
+        self.venue.long_only = long_only
         self._fast = (
-            _OpenFills(spec, account.taker_fee, self.base_fee) if plain and self.fast_path else None
+            _OpenFills(spec, account.taker_fee, self.base_fee, long_only)
+            if plain and self.fast_path
+            else None
         )
         self._since = 0  # arrival time of the orders the venue is working
         self._vj = 0  # next bar of the chunk the venue has not seen
@@ -523,6 +527,10 @@ class SymbolSim:
             for o, f in self._fast.fill(self._open_ts, self._open, lo, hi, fills, updates):
                 self.flow += self._cash_of(f)
                 self.pending_cash -= self._estimates.pop(o.order_id, 0.0)
+            for o, filled in self._fast.ended:  # the unfilled rest is no longer committed
+                self.committed = self.spec.round_qty(self.committed - o.side * (o.qty - filled))
+                self.pending_cash -= self._estimates.pop(o.order_id, 0.0)
+            self._fast.ended = []
             self._take_shortfall(self._fast)
             self._realized.extend(self._fast.take_realized())
             self._positions.extend(self._fast.take_positions())
@@ -702,11 +710,18 @@ class _OpenFills:
     each fills whole at the open of the first bar opening at or after its arrival, as a
     taker, with the venue's fee rounding and average-cost book."""
 
-    def __init__(self, spec: SymbolSpec, taker_fee: float, base_fee: bool = False) -> None:
+    def __init__(
+        self, spec: SymbolSpec, taker_fee: float, base_fee: bool = False, long_only: bool = False
+    ) -> None:
         self.spec = spec
         self.taker_fee = taker_fee
         self.base_fee = base_fee
         self.base_shortfall = 0.0
+        self.dust = 0.0
+        self.long_only = long_only
+        # orders ended without filling in full (spot sells cut to what is held), with
+        # the quantity they filled
+        self.ended: list[tuple[_Pending, float]] = []
         self.pending: list[_Pending] = []
         self.position = 0.0
         self.avg_price = 0.0
@@ -732,9 +747,34 @@ class _OpenFills:
                 still.append(o)
                 continue
             price, ts, qty = float(open_px[j]), int(open_ts[j]), o.qty
+            it = o.intent
+            cut = False
+            if self.long_only and o.side == Side.SELL:
+                held = self.spec.floor_qty(max(self.position, 0.0))
+                if qty > held:  # as the venue does: what is held, the rest canceled
+                    if held <= 0:
+                        updates.append(
+                            OrderUpdate(
+                                it.symbol,
+                                it.intent_id,
+                                ts,
+                                OrderStatus.CANCELED,
+                                it.side,
+                                it.order_type,
+                                o.qty,
+                                0.0,
+                                None,
+                                SPOT_NOTHING_HELD,
+                            )
+                        )
+                        self.ended.append((o, 0.0))
+                        continue
+                    qty, cut = held, True
             booked = qty
             if self.base_fee and o.side == Side.BUY:
-                booked, fee, _ = base_fee_split(qty, price, self.taker_fee, self.spec)
+                booked, fee, self.dust = base_fee_split(
+                    qty, price, self.taker_fee, self.spec, self.dust
+                )
                 self.base_shortfall += qty - booked
             else:
                 fee = round(qty * price * self.taker_fee, 8)
@@ -744,22 +784,42 @@ class _OpenFills:
             self._next_fill += 1
             fills.append(f)
             self._book(o.side * booked, price)
-            it = o.intent
-            updates.append(
-                OrderUpdate(
-                    it.symbol,
-                    it.intent_id,
-                    ts,
-                    OrderStatus.FILLED,
-                    it.side,
-                    it.order_type,
-                    qty,
-                    qty,
-                    price,
-                    "",
+            if cut:
+                for status, px, why in (
+                    (OrderStatus.PARTIALLY_FILLED, price, ""),
+                    (OrderStatus.CANCELED, None, SPOT_CUT),
+                ):
+                    updates.append(
+                        OrderUpdate(
+                            it.symbol,
+                            it.intent_id,
+                            ts,
+                            status,
+                            it.side,
+                            it.order_type,
+                            o.qty,
+                            qty,
+                            px,
+                            why,
+                        )
+                    )
+                self.ended.append((o, qty))
+            else:
+                updates.append(
+                    OrderUpdate(
+                        it.symbol,
+                        it.intent_id,
+                        ts,
+                        OrderStatus.FILLED,
+                        it.side,
+                        it.order_type,
+                        qty,
+                        qty,
+                        price,
+                        "",
+                    )
                 )
-            )
-            done.append((o, f))
+                done.append((o, f))
         self.pending = still
         return done
 

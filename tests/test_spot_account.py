@@ -209,9 +209,10 @@ def test_spot_accounts_reconcile(seed: int, fee: float, base: bool, btc: float) 
         if f.side == "BUY":
             cash[quote] -= f.qty * f.price
             if base:
-                booked, value, d = base_fee_split(f.qty, f.price, fee, cfg.spec(f.symbol))
+                booked, value, dust[f.symbol] = base_fee_split(
+                    f.qty, f.price, fee, cfg.spec(f.symbol), dust[f.symbol]
+                )
                 assert value == f.fee
-                dust[f.symbol] += d
             else:
                 cash[quote] -= f.fee
         else:
@@ -238,3 +239,150 @@ def test_spot_accounts_reconcile(seed: int, fee: float, base: bool, btc: float) 
     assert eq.equity.iloc[-1] == pytest.approx(final, rel=1e-9)
     for s in symbols:  # long-only spot: no position below zero
         assert (np.asarray(held[s]) >= 0).all()
+
+
+# -- found in review ----------------------------------------------------------------------
+DIP = [(100.0,) * 4, (100.0, 110.0, 100.0, 110.0), (110.0, 110.0, 99.0, 99.0)] + [(99.0,) * 4] * 3
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_sell_never_exceeds_what_is_held_without_shorting(
+    tmp_path: Path, fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """3m steps: the buy (10, booking 9.992 after its base fee) and the sell that closes
+    it are decided together; the sell is sized from the 10 ordered, and is cut to the
+    9.992 held when it fills, the rest canceled with its reason."""
+    from tickray.engine.symbol import SymbolSim
+
+    monkeypatch.setattr(SymbolSim, "fast_path", fast)
+    write_bar_rows(tmp_path / "d", "XUSDT", T0, DIP)
+    cfg = _config(
+        tmp_path / "d",
+        ("XUSDT",),
+        len(DIP),
+        sync_ns=3 * MINUTE,
+        account={"fee_asset": "base", "taker_fee": 0.00075},
+    )
+    res = run_backtest(cfg, tmp_path / "o")
+    fills = _table(res.out, "fills")
+    assert list(fills.side) == ["BUY", "SELL"] and list(fills.qty) == [10.0, 9.992]
+    assert list(fills.position_after) == [9.992, 0.0]
+    orders = _table(res.out, "orders")
+    cut = orders[(orders.side == "SELL") & (orders.status == "CANCELED")]
+    assert list(cut.reason) == ["spot: cut to what is held"]
+    assert res.metrics["symbols"]["XUSDT"]["final_position"] == 0.0
+
+
+def test_the_fast_and_the_venue_path_agree_on_cut_sells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import results_digest
+
+    from tickray.engine.symbol import SymbolSim
+
+    write_bar_rows(tmp_path / "d", "XUSDT", T0, DIP)
+    cfg = _config(
+        tmp_path / "d",
+        ("XUSDT",),
+        len(DIP),
+        sync_ns=3 * MINUTE,
+        account={"fee_asset": "base", "taker_fee": 0.00075},
+    )
+    digests = []
+    for fast in (True, False):
+        monkeypatch.setattr(SymbolSim, "fast_path", fast)
+        digests.append(results_digest(run_backtest(cfg, tmp_path / f"o{fast}").out))
+    assert digests[0] == digests[1]
+
+
+def test_a_buy_that_books_no_whole_lot_keeps_it_as_dust_until_it_makes_one(
+    tmp_path: Path,
+) -> None:
+    # step 1: a 1-lot buy with a 0.1% base fee receives 0.999, all dust; the run goes on
+    bars = [(100.0,) * 4, (100.0, 110.0, 100.0, 110.0), (111.0, 113.0, 110.0, 112.0)]
+    bars += [(112.0,) * 4]
+    write_bar_rows(tmp_path / "d", "XUSDT", T0, bars)
+    cfg = _config(
+        tmp_path / "d",
+        ("XUSDT",),
+        len(bars),
+        position_fraction=0.011,
+        account={"fee_asset": "base"},
+        specs={"XUSDT": SymbolSpec("XUSDT", tick_size=0.01, step_size=1.0)},
+    )
+    res = run_backtest(cfg, tmp_path / "o")
+    assert res.metrics["symbols"]["XUSDT"]["dust"] == 0.999
+    assert res.metrics["symbols"]["XUSDT"]["final_position"] == 0.0
+    # dust that reaches a lot moves into the position
+    spec = SymbolSpec("XUSDT", step_size=1.0)
+    assert base_fee_split(1.0, 100.0, 0.001, spec, 0.999) == (1.0, 0.1, 0.998)
+
+
+def test_three_cash_assets_give_the_same_bytes_fused_or_not(tmp_path: Path) -> None:
+    from conftest import results_digest
+
+    root = tmp_path / "d"
+    rng = np.random.Generator(np.random.PCG64(4))
+    for sym, p0 in (("BTCUSDT", 500.0), ("ETHUSDT", 50.0), ("XBTC", 0.5), ("YETH", 2.0)):
+        write_bar_rows(root, sym, T0, _walk(rng, p0, 300))
+    cfg = _config(
+        root,
+        ("BTCUSDT", "ETHUSDT", "XBTC", "YETH"),
+        300,
+        strategy=StrategyConfig("momentum", {"window": 2, "threshold": 0.005}),
+        account={"balances": {"BTC": 2.0, "ETH": 30.0}, "fee_asset": "base"},
+        specs={
+            s: SymbolSpec(s, tick_size=0.0001, step_size=0.001, base_asset=s[0], quote_asset=q)
+            for s, q in (("BTCUSDT", "USDT"), ("ETHUSDT", "USDT"), ("XBTC", "BTC"), ("YETH", "ETH"))
+        },
+        position_fraction=0.8,
+    )
+    a = results_digest(run_backtest(cfg, tmp_path / "a").out)
+    from dataclasses import replace
+
+    b = results_digest(run_backtest(replace(cfg, fuse=False), tmp_path / "b").out)
+    assert a == b
+
+
+def test_a_late_conversion_symbol(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    write_bar_rows(root, "XUSDT", T0, BARS)
+    write_bar_rows(root, "BNBUSDT", T0 + MINUTE, [(300.0,) * 4] * (len(BARS) - 1))
+    write_bar_rows(root, "ABCBNB", T0, [tuple(v / 300 for v in b) for b in BARS])
+    syms = ("ABCBNB", "BNBUSDT", "XUSDT")
+    specs = {s: SymbolSpec(s, tick_size=0.0001, step_size=0.001) for s in syms}
+    # no BNB held: nothing to value before BNBUSDT's first bar
+    res = run_backtest(_config(root, syms, len(BARS), specs=specs), tmp_path / "a")
+    assert res.metrics["balances"]["BNB"] == 0.0
+    # BNB held from the start: refused before anything is written
+    cfg = _config(root, syms, len(BARS), specs=specs, account={"balances": {"BNB": 10.0}})
+    with pytest.raises(Exception, match=r"account.balances.BNB: BNBUSDT, which values it"):
+        run_backtest(cfg, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_metrics_of_a_symbol_quoted_in_another_asset_are_in_the_currency(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    n = len(BARS)
+    write_bar_rows(root, "ETHBTC", T0, [tuple(v / 2000 for v in b) for b in BARS])
+    write_bar_rows(root, "BTCUSDT", T0, [(50_000.0,) * 4] * 3 + [(52_000.0,) * 4] * (n - 3))
+    cfg = _config(
+        root,
+        ("BTCUSDT", "ETHBTC"),
+        n,
+        account={"balances": {"BTC": 2.0}},
+        specs={
+            "BTCUSDT": SymbolSpec("BTCUSDT", tick_size=0.01, step_size=0.00001),
+            "ETHBTC": SymbolSpec("ETHBTC", tick_size=0.00001, step_size=0.001),
+        },
+    )
+    m = run_backtest(cfg, tmp_path / "o").metrics
+    # fees 0.000222 BTC (booked at 00:03, BTC 50,000) + 0.000198 BTC (00:05, 52,000)
+    want = 0.000222 * 50_000 + 0.000198 * 52_000
+    assert m["symbols"]["ETHBTC"]["fees"] == pytest.approx(want)
+    assert m["portfolio"]["fees"] == pytest.approx(want)
+    # buy 4 x 0.0555 BTC at 50,000, sell 4 x 0.0495 at 52,000: notional in USDT
+    notional = 4 * 0.0555 * 50_000 + 4 * 0.0495 * 52_000
+    assert m["portfolio"]["traded_notional"] == pytest.approx(notional)
+    # GBTC and FETH are stock tickers, not pairs
+    assert split_symbol("GBTC") == ("", "") and split_symbol("FETH") == ("", "")
