@@ -219,6 +219,11 @@ def _fill_columns(block: list[Any]) -> list[Any]:
     ]
 
 
+def _wide_columns(block: list[Any]) -> list[Any]:
+    """[ts, rows x symbols matrix] -> ts and one column per symbol."""
+    return [block[0], *block[1].T]
+
+
 def _update_columns(block: list[Any]) -> list[Any]:
     """[update records, symbols, reasons, settlement] -> the ORDERS columns (+ settlement)."""
     d, names, reasons, settle = block
@@ -292,9 +297,11 @@ class Recorder:
         )
         self.equity = _Sink(self.partial / "equity.parquet", EQUITY)
         sym_schema = pa.schema([("ts", TS)] + [(s, pa.float64()) for s in self.symbols])
-        self.symbol_equity = _Sink(self.partial / "symbol_equity.parquet", sym_schema)
-        self.positions = _Sink(self.partial / "positions.parquet", sym_schema)
-        self.marks = _Sink(self.partial / "marks.parquet", sym_schema)
+        # one column per symbol, buffered as [ts, rows x symbols] blocks
+        wide = (2, _wide_columns)
+        self.symbol_equity = _Sink(self.partial / "symbol_equity.parquet", sym_schema, expand=wide)
+        self.positions = _Sink(self.partial / "positions.parquet", sym_schema, expand=wide)
+        self.marks = _Sink(self.partial / "marks.parquet", sym_schema, expand=wide)
         self._pos = np.zeros(len(self.symbols))
         self._col = {s: i for i, s in enumerate(self.symbols)}
         self._sinks = [
@@ -371,9 +378,9 @@ class Recorder:
         self.record_orders(res.intents, res.updates)
         ts = res.equity_ts
         self.equity.add_columns([ts, res.equity, res.cash, res.gross])
-        self.symbol_equity.add_columns([ts, *res.symbol_equity.T])
+        self.symbol_equity.add_columns([ts, res.symbol_equity])
         if res.marks is not None:
-            self.marks.add_columns([ts, *np.asarray(res.marks).T])
+            self.marks.add_columns([ts, np.asarray(res.marks, dtype=np.float64)])
 
     def _record_positions(self, d: npt.NDArray[np.void], symbols: npt.NDArray[np.object_]) -> None:
         """A row of every symbol's position at each boundary where one changed (fills
@@ -391,7 +398,7 @@ class Recorder:
             self._pos[cols[k]] = after[k]
         rows.append(self._pos.copy())
         table = np.array(rows)
-        self.positions.add_columns([np.array(ts, dtype=np.int64), *table.T])
+        self.positions.add_columns([np.array(ts, dtype=np.int64), table])
 
     def record_orders(self, intents: Sequence[OrderIntent], records: UpdateRecords) -> None:
         """Intents become SUBMITTED rows, then this settlement's order updates."""
