@@ -300,16 +300,13 @@ class Recorder:
         # one column per symbol, buffered as [ts, rows x symbols] blocks
         wide = (2, _wide_columns)
         self.symbol_equity = _Sink(self.partial / "symbol_equity.parquet", sym_schema, expand=wide)
-        self.positions = _Sink(self.partial / "positions.parquet", sym_schema, expand=wide)
         self.marks = _Sink(self.partial / "marks.parquet", sym_schema, expand=wide)
-        self._pos = np.zeros(len(self.symbols))
-        self._col = {s: i for i, s in enumerate(self.symbols)}
+        self._sym_schema = sym_schema
         self._sinks = [
             self.fills,
             self.orders,
             self.equity,
             self.symbol_equity,
-            self.positions,
             self.marks,
         ]
         self.funding: _Sink | None = None
@@ -346,7 +343,6 @@ class Recorder:
         if f.size:
             settle = np.full(f.size, self.settlement)
             self.fills.add_columns([f.data, res.fills.symbol, res.fills.cash_after, settle])
-            self._record_positions(f.data, res.fills.symbol)
             if self.liquidations is not None:
                 liq = f.data["liquidity"] == int(Liquidity.LIQUIDATION)
                 if liq.any():
@@ -382,24 +378,6 @@ class Recorder:
         if res.marks is not None:
             self.marks.add_columns([ts, np.asarray(res.marks, dtype=np.float64)])
 
-    def _record_positions(self, d: npt.NDArray[np.void], symbols: npt.NDArray[np.object_]) -> None:
-        """A row of every symbol's position at each boundary where one changed (fills
-        arrive in booking order, by boundary)."""
-        steps = fill_steps(d["ts"], self.interval, self.sync)
-        cols = [self._col[s] for s in symbols.tolist()]
-        after = d["position_after"].tolist()
-        rows: list[npt.NDArray[np.float64]] = []
-        ts: list[int] = []
-        for k, step in enumerate(steps.tolist()):
-            if ts and ts[-1] != step:
-                rows.append(self._pos.copy())
-            if not ts or ts[-1] != step:
-                ts.append(step)
-            self._pos[cols[k]] = after[k]
-        rows.append(self._pos.copy())
-        table = np.array(rows)
-        self.positions.add_columns([np.array(ts, dtype=np.int64), table])
-
     def record_orders(self, intents: Sequence[OrderIntent], records: UpdateRecords) -> None:
         """Intents become SUBMITTED rows, then this settlement's order updates."""
         self.settlement += 1
@@ -431,6 +409,41 @@ class Recorder:
     def close_files(self) -> None:
         for s in self._sinks:
             s.close()
+        self._write_positions()
+
+    def _write_positions(self) -> None:
+        """``positions.parquet``: every symbol's position at each boundary where one
+        changed, from the fills (in booking order: by boundary, then symbol)."""
+        t = pq.read_table(
+            self.partial / "fills.parquet",
+            columns=["ts", "symbol", "position_after"],
+            use_threads=False,
+        )
+        n = t.num_rows
+        sink = _Sink(
+            self.partial / "positions.parquet", self._sym_schema, expand=(2, _wide_columns)
+        )
+        if n:
+            steps = fill_steps(t.column("ts").cast(pa.int64()).to_numpy(), self.interval, self.sync)
+            names = np.array(self.symbols, dtype=object)
+            order = np.argsort(names, kind="stable")
+            sym = order[
+                np.searchsorted(names[order], t.column("symbol").to_numpy(zero_copy_only=False))
+            ]
+            after = t.column("position_after").to_numpy()
+            bounds, row = np.unique(steps, return_inverse=True)
+            # the last fill of each (boundary, symbol) sets that symbol's position there
+            key = row * len(self.symbols) + sym
+            last = n - 1 - np.unique(key[::-1], return_index=True)[1]
+            table = np.full((len(bounds), len(self.symbols)), np.nan)
+            table[row[last], sym[last]] = after[last]
+            table[0] = np.where(np.isnan(table[0]), 0.0, table[0])
+            # carry unchanged positions down: each cell takes the last row that set it
+            idx = np.where(~np.isnan(table), np.arange(len(bounds))[:, None], 0)
+            np.maximum.accumulate(idx, axis=0, out=idx)
+            table = table[idx, np.arange(len(self.symbols))[None, :]]
+            sink.add_columns([bounds.astype(np.int64), table])
+        sink.close()
 
     def commit(self, metrics: dict[str, Any], run_info: dict[str, Any]) -> Path:
         """Write ``run.json`` and ``metrics.json`` and publish the folder under its final name."""

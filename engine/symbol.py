@@ -524,14 +524,19 @@ class SymbolSim:
         still feed its volatility estimate when an impact model needs it.
         """
         if self._fast is not None:
-            for o, f in self._fast.fill(self._open_ts, self._open, lo, hi, fills, updates):
-                self.flow += self._cash_of(f)
+            fast = self._fast
+            for o, f in fast.fill(self._open_ts, self._open, lo, hi, fills, updates):
+                self.flow += (
+                    self._cash_of(f) if self.base_fee else -f.side * f.qty * f.price - f.fee
+                )
                 self.pending_cash -= self._estimates.pop(o.order_id, 0.0)
-            for o, filled in self._fast.ended:  # the unfilled rest is no longer committed
-                self.committed = self.spec.round_qty(self.committed - o.side * (o.qty - filled))
-                self.pending_cash -= self._estimates.pop(o.order_id, 0.0)
-            self._fast.ended = []
-            self._take_shortfall(self._fast)
+            if fast.ended:
+                for o, filled in fast.ended:  # the unfilled rest is no longer committed
+                    self.committed = self.spec.round_qty(self.committed - o.side * (o.qty - filled))
+                    self.pending_cash -= self._estimates.pop(o.order_id, 0.0)
+                fast.ended = []
+            if fast.base_shortfall:
+                self._take_shortfall(fast)
             self._realized.extend(self._fast.take_realized())
             self._positions.extend(self._fast.take_positions())
             return
