@@ -128,9 +128,9 @@ def check_margin(
                 f"notional: {allowed} of {opening} fit"
             )
             opening = allowed if spec.tradable(allowed, px) else 0.0
+    worse = px * (1.0 + acct.price_buffer)
+    unit = worse / leverage + worse * acct.taker_fee  # margin and fee of one unit opened
     if opening > 0:
-        worse = px * (1.0 + acct.price_buffer)
-        unit = worse / leverage + worse * acct.taker_fee
         free = available + closing * max(released, 0.0)
         fits = spec.floor_qty(max(free, 0.0) / unit)
         if fits < opening:
@@ -144,7 +144,4 @@ def check_margin(
     if approved <= 0:
         return CashCheck(RiskAction.REJECT, 0.0, reason, 0.0)
     action = RiskAction.APPROVE if approved >= qty else RiskAction.RESIZE
-    worse = px * (1.0 + acct.price_buffer)
-    return CashCheck(
-        action, approved, reason, -opening * (worse / leverage + worse * acct.taker_fee)
-    )
+    return CashCheck(action, approved, reason, -opening * unit)
