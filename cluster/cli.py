@@ -256,6 +256,14 @@ def cmd_replay_l2(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_dumps(args: argparse.Namespace) -> int:
+    from tickray.feeds.dumps import import_dumps
+
+    for p in import_dumps([Path(f) for f in args.files], Path(args.out), verify=not args.no_verify):
+        print(p)
+    return 0
+
+
 def cmd_import_klines(args: argparse.Namespace) -> int:
     from tickray.feeds.binance import convert_klines
 
@@ -435,6 +443,14 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True, help="data folder to write into")
     k.add_argument("--interval", help="default: inferred from the timestamps")
     k.set_defaults(func=cmd_import_klines)
+    z = sub.add_parser(
+        "import-dumps",
+        help="import data.binance.vision archives (klines, trades, aggTrades zips, checksums checked)",
+    )
+    z.add_argument("files", nargs="+", help="dump .zip files (their .CHECKSUM files beside them)")
+    z.add_argument("--out", required=True, help="data folder to write into")
+    z.add_argument("--no-verify", action="store_true", help="skip the sha256 checksum check")
+    z.set_defaults(func=cmd_import_dumps)
     r = sub.add_parser(
         "replay-l2", help="replay recorded order books with a quoting strategy, fills on the book"
     )
