@@ -27,7 +27,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tickray.engine.clock import HOUR, iso
+from tickray.engine.clock import DAY, HOUR, iso
 from tickray.engine.perpstate import NO_FUNDING, FundingSchedule, MarkSeries
 from tickray.feeds.schemas import DataError, conform
 from tickray.feeds.store import read_ticks
@@ -179,8 +179,8 @@ def perp_inputs(
     """
     table: pa.Table | None = None
     if funding == "store" or marks == "store":
-        try:
-            table = read_ticks(root, "funding", symbol)
+        try:  # a day either side: the coverage check looks a funding interval beyond
+            table = read_ticks(root, "funding", symbol, start - DAY, end + DAY)
         except DataError:
             if funding == "store":
                 raise DataError(

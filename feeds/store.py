@@ -358,18 +358,40 @@ def tick_files(root: str | Path, kind: str, symbol: str) -> list[Path]:
     return sorted(f for f in tdir.glob(DAY_FILE_GLOB) if DAY_RE.fullmatch(f.stem))
 
 
-def read_ticks(root: str | Path, kind: str, symbol: str) -> pa.Table:
-    """All of one symbol's ticks of ``kind``, day files joined in order and conformed.
+def read_ticks(
+    root: str | Path,
+    kind: str,
+    symbol: str,
+    start: int | None = None,
+    end: int | None = None,
+) -> pa.Table:
+    """One symbol's ticks of ``kind``, day files joined in order and conformed.
 
-    DataError when there is no file, or when a file is unreadable or breaks the schema or the
+    With ``start``/``end`` (ns), only the day files that can hold ticks in
+    ``[start, end)`` are read, and only those ticks are returned, so a short
+    run over a long history reads a few days. DataError when there is no file
+    (in the window), or when a file is unreadable or breaks the schema or the
     time order (also across files).
     """
     files = tick_files(root, kind, symbol)
+    if start is not None or end is not None:
+        lo = "" if start is None else str(np.datetime64(start, "ns").astype("datetime64[D]"))
+        hi = "~" if end is None else str(np.datetime64(end - 1, "ns").astype("datetime64[D]"))
+        files = [f for f in files if lo <= f.stem <= hi]
     if not files:
         raise DataError(
             f"no {kind} for {symbol!r}: no day files under {tick_dir(root, kind, symbol)}"
         )
-    where = str(tick_dir(root, kind, symbol))
+    table = _read_days(files, kind, str(tick_dir(root, kind, symbol)))
+    if start is None and end is None:
+        return table
+    ts = table.column("ts").cast(pa.int64()).to_numpy()
+    a = 0 if start is None else int(np.searchsorted(ts, start, side="left"))
+    b = len(ts) if end is None else int(np.searchsorted(ts, end, side="left"))
+    return table.slice(a, b - a)
+
+
+def _read_days(files: list[Path], kind: str, where: str) -> pa.Table:
     try:  # one read and one check of the joined days (the common case: good files)
         joined = pq.read_table([str(f) for f in files], use_threads=False)
         return conform(joined, kind, where).combine_chunks()

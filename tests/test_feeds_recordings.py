@@ -478,6 +478,12 @@ def test_ticks_split_by_utc_day_and_round_trip_in_order(tmp_path: Path) -> None:
     assert back.equals(pa.Table.from_arrays(table.columns, schema=TRADES))
     # 23:59:59.998 (twice) and .999 on the 8th; 00:00:00.000 (twice) and .001 on the 9th
     assert [pq.read_table(f).num_rows for f in files] == [3, 3]
+    # a window reads only its days and returns only its ticks, [start, end)
+    part = read_ticks(tmp_path, "trades", "BTCUSDT", DAY_END + MS, DAY_END + 3 * MS)
+    assert part.column("ts").cast(pa.int64()).to_pylist() == ts[2:5]
+    assert read_ticks(tmp_path, "trades", "BTCUSDT", DAY_END + 2 * MS).num_rows == 3
+    with pytest.raises(DataError, match="no trades for 'BTCUSDT'"):
+        read_ticks(tmp_path, "trades", "BTCUSDT", DAY_END + 3 * 86_400 * 1000 * MS)
 
 
 def test_rewriting_the_same_ticks_is_a_no_op_and_later_ticks_are_appended(tmp_path: Path) -> None:
