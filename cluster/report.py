@@ -36,7 +36,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -274,6 +274,7 @@ class _Run:
     orders: pa.Table | None
     funding: pa.Table | None
     liquidations: pa.Table | None
+    balances: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -323,6 +324,7 @@ def _load(folder: Path) -> _Run:
         orders=_read_optional(folder / "orders.parquet"),
         funding=_read_optional(folder / "funding.parquet"),
         liquidations=_read_optional(folder / "liquidations.parquet"),
+        balances=_dict(metrics.get("balances")),
     )
 
 
@@ -517,6 +519,15 @@ def _summary(run: _Run) -> tuple[str, str, str]:
     )
     if not keys:
         inner += _note("metrics.json has no portfolio metrics.")
+    cash = [(str(a), v) for a, v in run.balances.items() if isinstance(v, int | float)]
+    if cash:
+        rows = "".join(
+            f'<tr data-asset="{_e(a)}"><th>{_e(a)}</th><td class="num">{_e(f"{v:,.8g}")}</td></tr>'
+            for a, v in cash
+        )
+        inner += (
+            f'\n<h3>Cash at the end, per asset</h3>\n<table class="kv" id="balances">{rows}</table>'
+        )
     return _section("portfolio", "Portfolio", inner)
 
 

@@ -133,6 +133,8 @@ def test_each_quote_asset_is_its_own_cash(tmp_path: Path) -> None:
         "USDT": 10_000.0,
         "BTC": pytest.approx(btc_after, abs=1e-12),
     }
+    html = (res.out / "report.html").read_text()
+    assert '<tr data-asset="BTC"><th>BTC</th>' in html and f"{btc_after:,.8g}" in html
     eq = _table(res.out, "equity")
     # at the end: 10,000 USDT + the BTC at BTCUSDT's 52,000
     assert eq.equity.iloc[-1] == pytest.approx(10_000 + btc_after * 52_000, abs=1e-6)
