@@ -475,11 +475,46 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_replay_l2)
+    d = sub.add_parser("data", help="data folder tools")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dc = dsub.add_parser("check", help="validate stored bars and print a quality report")
+    dc.add_argument("--data", required=True, help="data folder in the canonical layout")
+    dc.add_argument("--symbols", nargs="+", help="symbols (default: every stored symbol)")
+    dc.add_argument("--interval", default="1m")
+    dc.add_argument(
+        "--save", action="store_true", help="write DATA/quality/<interval>/<SYMBOL>.json"
+    )
+    dc.add_argument("--min-score", type=float, help="exit 1 when a symbol scores below this (0-1)")
+    dc.set_defaults(func=cmd_data_check)
     h = sub.add_parser("report", help="write a results folder's offline HTML report")
     h.add_argument("folder", help="a results folder written by `tickray backtest`")
     h.add_argument("--out", help="the HTML file (default: FOLDER/report.html)")
     h.set_defaults(func=cmd_report)
     return p
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from tickray.feeds.quality import check_symbol, format_report
+    from tickray.feeds.store import list_symbols
+
+    root = Path(args.data)
+    if not root.is_dir():
+        raise UsageError(f"--data: {root} is not a folder")
+    symbols = _symbols(args.symbols) if args.symbols else tuple(list_symbols(root, args.interval))
+    if not symbols:
+        raise UsageError(f"--data: no {args.interval} bars under {root}")
+    low = []
+    for sym in symbols:
+        report = check_symbol(root, args.interval, sym)
+        print(format_report(report), end="\n\n")
+        if args.save:
+            print(f"saved {report.save(root, args.interval)}\n")
+        if args.min_score is not None and report.score < args.min_score:
+            low.append(f"{sym} ({report.score:.4f})")
+    if low:
+        print(f"below --min-score {args.min_score}: {', '.join(low)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -454,3 +454,22 @@ def test_format_report_lists_findings_gaps_and_advice() -> None:
     assert "gap 2024-01-01T01:40:00Z .. 2024-01-01T01:41:00Z: 2 bars" in text
     assert "2 gaps totalling 3 bars" in text
     assert "'drop'" in text and "zero volume" in text
+
+
+def test_the_cli_checks_a_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tickray.cluster.cli import main
+    from tickray.feeds.store import write_bars
+    from tickray.feeds.synthetic import generate_bars
+
+    start = int(np.datetime64("2024-01-01", "ns").astype(np.int64))
+    for sym, table in generate_bars(["AAAUSDT"], start, 600, seed=1).items():
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[100:110] = False  # a 10-bar gap
+        write_bars(tmp_path, sym, "1m", table.filter(pa.array(keep)))
+    assert main(["data", "check", "--data", str(tmp_path), "--save"]) == 0
+    out = capsys.readouterr().out
+    assert "AAAUSDT" in out and "saved" in out
+    saved = json.loads((tmp_path / "quality" / "1m" / "AAAUSDT.json").read_text())
+    assert saved["gaps"] == [[start + 100 * 60 * 10**9, start + 109 * 60 * 10**9, 10]]
+    assert main(["data", "check", "--data", str(tmp_path), "--min-score", "0.999"]) == 1
+    assert "below --min-score 0.999: AAAUSDT" in capsys.readouterr().err
