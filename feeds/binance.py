@@ -39,22 +39,25 @@ from tickray.feeds.schemas import (
 )
 from tickray.feeds.store import validate_symbol, write_bars
 
+#: The 12 columns of Binance's kline rows (REST responses and data.binance.vision files).
+KLINE_COLUMNS = (
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+)
+
 #: Column names per layout (by column count) and the canonical name each one maps to.
 _LAYOUTS: dict[int, tuple[str, ...]] = {
-    12: (
-        "open_time",
-        "open",
-        "high",
-        "low",
-        "close",
-        "volume",
-        "close_time",
-        "quote_volume",
-        "count",
-        "taker_buy_volume",
-        "taker_buy_quote_volume",
-        "ignore",
-    ),
+    12: KLINE_COLUMNS,
     9: (
         "timestamp",
         "open",

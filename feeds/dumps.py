@@ -53,6 +53,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from tickray.feeds.binance import KLINE_COLUMNS
 from tickray.feeds.schemas import TS_TYPE, DataError, conform, format_ts, interval_ns
 from tickray.feeds.store import validate_symbol, write_bars, write_ticks
 
@@ -75,20 +76,7 @@ _FALSE = ("false", "False", "FALSE")
 _TIME_UNITS = (("ms", 10**6, 10**11, 10**14), ("us", 10**3, 10**14, 10**17))
 
 _I64, _F64, _BOOL = pa.int64(), pa.float64(), pa.bool_()
-_KLINE_NAMES = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "count",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-    "ignore",
-)
+_KLINE_NAMES = KLINE_COLUMNS
 _TRADE_NAMES = ("id", "price", "qty", "quote_qty", "time", "is_buyer_maker", "is_best_match")
 _AGG_NAMES = (
     "agg_trade_id",

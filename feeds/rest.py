@@ -52,6 +52,7 @@ from typing import Any, Literal
 import aiohttp
 import pyarrow as pa
 
+from tickray.feeds.binance import KLINE_COLUMNS
 from tickray.feeds.schemas import DataError, conform
 
 Market = Literal["spot", "usdm"]
@@ -359,20 +360,7 @@ def _keyed(row: Mapping[str, Any], key: str, where: str) -> tuple[Any, str]:
     return _field(row, key, where), f"{where}: field {key!r}"
 
 
-KLINE_FIELDS = (
-    "open_time",
-    "open",
-    "high",
-    "low",
-    "close",
-    "volume",
-    "close_time",
-    "quote_volume",
-    "trade_count",
-    "taker_buy_volume",
-    "taker_buy_quote_volume",
-    "ignore",
-)
+KLINE_FIELDS = KLINE_COLUMNS
 _KLINE_INTS = {0, 6, 8}
 _KLINE_NUMS = {1, 2, 3, 4, 5, 7, 9, 10}
 
