@@ -171,3 +171,19 @@ def base_fee_split(
     received = qty - fee_base + dust
     booked = spec.floor_qty(received)
     return booked, round(fee_base * price, 8), round(received - booked, 8)
+
+
+def fill_fee(
+    side: int, qty: float, price: float, rate: float, spec: SymbolSpec, dust: float, base_fee: bool
+) -> tuple[float, float, float]:
+    """(quantity booked, fee in quote, dust after) of a fill of ``qty`` at ``price``: the
+    fee on the notional in quote, rounded to 8 decimals, or for a buy with fees in base
+    :func:`base_fee_split`. The one rule of both bar fill paths."""
+    if base_fee and side == 1:
+        return base_fee_split(qty, price, rate, spec, dust)
+    return qty, round(qty * price * rate, 8), dust
+
+
+def held_to_sell(position: float, spec: SymbolSpec) -> float:
+    """Whole lots of a long position a spot sell may take (0.0 when flat or short)."""
+    return spec.floor_qty(max(position, 0.0))

@@ -48,7 +48,7 @@ from tickray.engine.events import (
     update_batch,
 )
 from tickray.engine.impact import ImpactModel, NoImpact
-from tickray.engine.instruments import SymbolSpec, base_fee_split, book_fill
+from tickray.engine.instruments import SymbolSpec, book_fill, fill_fee, held_to_sell
 from tickray.engine.latency import ConstantLatency, LatencyKind, LatencyModel
 from tickray.engine.orders import (
     OrderError,
@@ -495,7 +495,7 @@ class Venue:
             return
         cut = False
         if self.long_only and o.side == Side.SELL:
-            held = spec.floor_qty(max(self.position, 0.0))
+            held = held_to_sell(self.position, spec)
             if qty > held:
                 if held <= 0:
                     self._close(o, OrderStatus.CANCELED, ts, SPOT_NOTHING_HELD)
@@ -504,12 +504,8 @@ class Venue:
         if liq == Liquidity.TAKER and not self._no_impact:
             price = self._impacted(o.side, qty, price, ts)
         rate = self.fees.taker if liq == Liquidity.TAKER else self.fees.maker
-        booked = qty
-        if self.base_fee and o.side == Side.BUY:
-            booked, fee, self.dust = base_fee_split(qty, price, rate, spec, self.dust)
-            self.base_shortfall += qty - booked
-        else:
-            fee = round(qty * price * rate, 8)
+        booked, fee, self.dust = fill_fee(o.side, qty, price, rate, spec, self.dust, self.base_fee)
+        self.base_shortfall += qty - booked
         self.fills.append(
             Fill(self.symbol, o.order_id, self._next_fill, ts, o.side, qty, price, fee, liq)
         )

@@ -57,7 +57,7 @@ from tickray.engine.events import (
     update_batch,
 )
 from tickray.engine.impact import NoImpact, impact_from_spec
-from tickray.engine.instruments import SymbolSpec, base_fee_split, book_fill
+from tickray.engine.instruments import SymbolSpec, book_fill, fill_fee, held_to_sell
 from tickray.engine.matching import SPOT_CUT, SPOT_NOTHING_HELD, Fees
 from tickray.engine.orders import OrderRequest, OrderRules
 from tickray.engine.perpetual import liquidation_fee
@@ -755,7 +755,7 @@ class _OpenFills:
             it = o.intent
             cut = False
             if self.long_only and o.side == Side.SELL:
-                held = self.spec.floor_qty(max(self.position, 0.0))
+                held = held_to_sell(self.position, self.spec)
                 if qty > held:  # as the venue does: what is held, the rest canceled
                     if held <= 0:
                         updates.append(
@@ -775,14 +775,10 @@ class _OpenFills:
                         self.ended.append((o, 0.0))
                         continue
                     qty, cut = held, True
-            booked = qty
-            if self.base_fee and o.side == Side.BUY:
-                booked, fee, self.dust = base_fee_split(
-                    qty, price, self.taker_fee, self.spec, self.dust
-                )
-                self.base_shortfall += qty - booked
-            else:
-                fee = round(qty * price * self.taker_fee, 8)
+            booked, fee, self.dust = fill_fee(
+                o.side, qty, price, self.taker_fee, self.spec, self.dust, self.base_fee
+            )
+            self.base_shortfall += qty - booked
             f = Fill(
                 self.spec.symbol, o.order_id, self._next_fill, ts, o.side, qty, price, fee, _TAKER
             )
