@@ -29,6 +29,7 @@ from tickray.engine.events import (
     OrderStatus,
     OrderType,
     OrderUpdate,
+    PositionSide,
     Side,
     UpdateBatch,
     join_records,
@@ -63,6 +64,7 @@ FILLS = pa.schema(
         ("realized_pnl", pa.float64()),
         ("position_after", pa.float64()),
         ("cash_after", pa.float64()),
+        ("position_side", pa.string()),
     ]
 )
 ORDERS = pa.schema(
@@ -99,6 +101,7 @@ LIQUIDATIONS = pa.schema(
         ("price", pa.float64()),
         ("fee", pa.float64()),
         ("realized_pnl", pa.float64()),
+        ("position_side", pa.string()),
     ]
 )
 EQUITY = pa.schema(
@@ -215,6 +218,7 @@ def _fill_columns(block: list[Any]) -> list[Any]:
         d["realized_pnl"],
         d["position_after"],
         cash,
+        d["position_side"],
         settle,
     ]
 
@@ -246,6 +250,7 @@ _CANCELED, _EXPIRED = int(OrderStatus.CANCELED), int(OrderStatus.EXPIRED)
 _ACCEPTED, _REJECTED = int(OrderStatus.ACCEPTED), int(OrderStatus.REJECTED)
 _SIDE = _name_table(Side)
 _LIQ = _name_table(Liquidity)
+_PSIDE = _name_table(PositionSide)
 _STATUS = _name_table(OrderStatus)
 _TYPE = _name_table(OrderType)
 
@@ -283,7 +288,7 @@ class Recorder:
         self.fills = _Sink(
             self.partial / "fills.parquet",
             FILLS,
-            names={4: _SIDE, 8: _LIQ},
+            names={4: _SIDE, 8: _LIQ, 12: _PSIDE},
             order=self._fill_order,
             expand=(4, _fill_columns),
         )
@@ -356,6 +361,7 @@ class Recorder:
                             d["price"],
                             d["fee"],
                             d["realized_pnl"],
+                            _names(d["position_side"], _PSIDE),
                         ]
                     )
         if self.funding is not None and res.funding is not None and len(res.funding.records):
@@ -413,10 +419,11 @@ class Recorder:
 
     def _write_positions(self) -> None:
         """``positions.parquet``: every symbol's position at each boundary where one
-        changed, from the fills (in booking order: by boundary, then symbol)."""
+        changed, from the fills (in booking order: by boundary, then symbol); in
+        hedge mode the net of its long and short positions."""
         t = pq.read_table(
             self.partial / "fills.parquet",
-            columns=["ts", "symbol", "position_after"],
+            columns=["ts", "symbol", "position_after", "position_side"],
             use_threads=False,
         )
         n = t.num_rows
@@ -431,18 +438,22 @@ class Recorder:
                 np.searchsorted(names[order], t.column("symbol").to_numpy(zero_copy_only=False))
             ]
             after = t.column("position_after").to_numpy()
+            short = t.column("position_side").to_numpy(zero_copy_only=False) == "SHORT"
+            col = sym * 2 + short  # one column per (symbol, position side)
+            width = 2 * len(self.symbols)
             bounds, row = np.unique(steps, return_inverse=True)
-            # the last fill of each (boundary, symbol) sets that symbol's position there
-            key = row * len(self.symbols) + sym
+            # the last fill of each (boundary, column) sets that position there
+            key = row * width + col
             last = n - 1 - np.unique(key[::-1], return_index=True)[1]
-            table = np.full((len(bounds), len(self.symbols)), np.nan)
-            table[row[last], sym[last]] = after[last]
+            table = np.full((len(bounds), width), np.nan)
+            table[row[last], col[last]] = after[last]
             table[0] = np.where(np.isnan(table[0]), 0.0, table[0])
             # carry unchanged positions down: each cell takes the last row that set it
             idx = np.where(~np.isnan(table), np.arange(len(bounds))[:, None], 0)
             np.maximum.accumulate(idx, axis=0, out=idx)
-            table = table[idx, np.arange(len(self.symbols))[None, :]]
-            sink.add_columns([bounds.astype(np.int64), table])
+            table = table[idx, np.arange(width)[None, :]]
+            net = table[:, 0::2] + table[:, 1::2]
+            sink.add_columns([bounds.astype(np.int64), net])
         sink.close()
 
     def commit(self, metrics: dict[str, Any], run_info: dict[str, Any]) -> Path:

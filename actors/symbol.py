@@ -154,6 +154,7 @@ def _perp_state(config: RunConfig, symbol: str) -> PerpSymbolState | None:
         funding=funding,
         marks=marks,
         wallet=config.account.initial_cash,
+        hedge=perp.position_mode == "hedge",
     )
     state.next_funding = int(funding.ts.searchsorted(config.start_ns, side="right"))
     return state

@@ -341,6 +341,7 @@ def _perp(args: argparse.Namespace) -> PerpConfig | None:
         leverage=args.leverage,
         symbol_leverage=lev,
         margin_mode=args.margin_mode,
+        position_mode=args.position_mode,
         liquidation_fee=args.liquidation_fee,
         funding=funding,
         marks=args.marks,
@@ -422,6 +423,12 @@ def parser() -> argparse.ArgumentParser:
         "--symbol-leverage", action="append", metavar="SYMBOL=X", help="one symbol's leverage"
     )
     g.add_argument("--margin-mode", choices=("cross", "isolated"), default="cross")
+    g.add_argument(
+        "--position-mode",
+        choices=("one-way", "hedge"),
+        default="one-way",
+        help="one net position per symbol, or a long and a short one (hedge)",
+    )
     g.add_argument(
         "--funding",
         action="append",

@@ -19,6 +19,7 @@ from tickray.actors.recorder import Recorder, read_column
 from tickray.cluster.report import write_report
 from tickray.engine.clock import floor_to, format_duration, iso
 from tickray.engine.config import ConfigError, RunConfig
+from tickray.engine.events import PositionSide
 from tickray.engine.metrics import FillColumns, compute_metrics, periods_per_year
 from tickray.engine.steps import fill_steps
 from tickray.feeds.calendars import calendar_for
@@ -160,7 +161,7 @@ def results_metrics(folder: Path, config: RunConfig, summary: dict[str, Any]) ->
             step_ns=config.sync_ns,
             periods_per_year=ppy,
             fees=fees[s],
-            fills=FillColumns(*(c[mine] for c in fills)),
+            fills=fills.select(mine),
             funding=paid[k],
             liquidations=int(liq[k]),
             exposure=positions[:, k] != 0.0,
@@ -256,16 +257,33 @@ def _initial_values(config: RunConfig, marks: pa.Table) -> tuple[float, list[flo
 
 def _fill_columns(path: Path, symbols: list[str]) -> FillColumns:
     cols = ["symbol", "ts", "side", "qty", "price", "fee", "realized_pnl", "position_after"]
-    t = pq.read_table(path, columns=cols, use_threads=False)
+    hedge = "position_side" in pq.read_schema(path).names  # absent in older results
+    t = pq.read_table(path, columns=[*cols, "position_side"] if hedge else cols, use_threads=False)
     sym = t.column("symbol").to_numpy(zero_copy_only=False)
     index = np.searchsorted(np.array(symbols, dtype=object), sym) if len(sym) else sym
     side = np.where(t.column("side").to_numpy(zero_copy_only=False) == "BUY", 1, -1)
+    qty, price, fee, pnl, after = (t.column(c).to_numpy().astype(np.float64) for c in cols[3:])
     return FillColumns(
         np.asarray(index, dtype=np.int64),
         t.column("ts").cast(pa.int64()).to_numpy(),
         side.astype(np.int8),
-        *(t.column(c).to_numpy().astype(np.float64) for c in cols[3:]),
+        qty,
+        price,
+        fee,
+        pnl,
+        after,
+        _position_sides(t.column("position_side").to_numpy(zero_copy_only=False))
+        if hedge
+        else None,
     )
+
+
+def _position_sides(names: Any) -> npt.NDArray[np.int8]:
+    """The fills' position side names as :class:`PositionSide` values."""
+    out = np.zeros(len(names), dtype=np.int8)
+    for side in (PositionSide.LONG, PositionSide.SHORT):
+        out[names == side.name] = side.value
+    return out
 
 
 def _perp_totals(folder: Path, symbols: list[str]) -> tuple[npt.NDArray[np.float64], Any]:

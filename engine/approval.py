@@ -99,6 +99,7 @@ def check_margin(
     px: float,
     available: float,
     released: float,
+    leg_sign: int = 0,
 ) -> CashCheck:
     """Approve, resize or reject a perpetual order of ``qty`` at reference price ``px``.
 
@@ -113,11 +114,21 @@ def check_margin(
     positions and approved-unfilled orders). ``cash_estimate`` is minus what
     the check counted (initial margin and fee of the opening part), reserved
     until the order ends.
+
+    Hedge mode (``leg_sign`` +1 for an order on the long position, -1 on the
+    short one): an order against its position's side only closes it; what
+    would go beyond the position is cut (Binance refuses it).
     """
     sign = int(side)
     closing = min(qty, abs(projected_position)) if projected_position * sign < 0 else 0.0
     opening = spec.round_qty(qty - closing)
     reason = ""
+    if leg_sign and sign != leg_sign and opening > 0:
+        leg = "LONG" if leg_sign > 0 else "SHORT"
+        reason = (
+            f"hedge mode: a {side.name} on the {leg} position only closes it: {closing} of {qty}"
+        )
+        opening = 0.0
     held = 0.0 if projected_position * sign < 0 else abs(projected_position)
     if opening > 0:
         cap_qty = max_notional(table, leverage) * (1.0 - 1e-12) / px - held

@@ -35,6 +35,7 @@ from tickray.engine.events import (
     OrderStatus,
     OrderType,
     Outbox,
+    PositionSide,
     RiskAction,
     RiskDecision,
     Side,
@@ -43,7 +44,7 @@ from tickray.engine.events import (
 )
 
 MAGIC: Final = "tkr"
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 KIND_OUTBOXES: Final = 1
 KIND_INBOXES: Final = 2
@@ -164,7 +165,22 @@ class _MessageSpec:
 
 _SPECS: dict[type, _MessageSpec] = {
     OrderIntent: _MessageSpec(
-        OrderIntent, ("s", "i", "i", Side, OrderType, "f", "F", "F", TimeInForce, "b", "f", "s")
+        OrderIntent,
+        (
+            "s",
+            "i",
+            "i",
+            Side,
+            OrderType,
+            "f",
+            "F",
+            "F",
+            TimeInForce,
+            "b",
+            "f",
+            "s",
+            PositionSide,
+        ),
     ),
     RiskDecision: _MessageSpec(RiskDecision, ("s", "i", "i", RiskAction, "f", "s")),
     Control: _MessageSpec(Control, (ControlKind, "i", "s", "s", "f")),
@@ -233,6 +249,7 @@ def _valid(enum: type[IntEnum]) -> npt.NDArray[np.bool_]:
 _ENUM_VALUES: dict[str, npt.NDArray[np.bool_]] = {
     "side": _valid(Side),
     "liquidity": _valid(Liquidity),
+    "position_side": _valid(PositionSide),
     "status": _valid(OrderStatus),
     "order_type": _valid(OrderType),
 }

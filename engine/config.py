@@ -149,9 +149,10 @@ class PerpConfig:
     ``leverage``: every symbol's leverage unless ``symbol_leverage`` names it.
     ``margin_mode``: ``"cross"`` (one wallet backs every position) or
     ``"isolated"`` (each position has its own margin). ``position_mode``:
-    ``"one-way"`` (one net position per symbol; hedge mode's separate long and
-    short legs need orders that name their side, which bar strategies do not
-    place). ``brackets``: per-symbol notional
+    ``"one-way"`` (one net position per symbol) or ``"hedge"`` (a long and a
+    short position per symbol, opened and closed separately by the strategy's
+    leg targets, each with its own entry, margin and liquidation; see
+    :mod:`tickray.engine.perpetual`). ``brackets``: per-symbol notional
     brackets ``[[floor, cap, max_leverage, mmr, cum], ...]`` (others get
     BTCUSDT's published table or a generic one). ``liquidation_fee``: the
     clearance fee, a fraction of the liquidated notional, capped at the margin
@@ -181,13 +182,10 @@ class PerpConfig:
             raise ConfigError(
                 f"perp.margin_mode: must be 'cross' or 'isolated', got {self.margin_mode!r}"
             )
-        if self.position_mode == "hedge":
+        if self.position_mode not in ("one-way", "hedge"):
             raise ConfigError(
-                "perp.position_mode: 'hedge' needs orders that name their position side "
-                "(LONG or SHORT), and bar strategies emit one net target; only 'one-way' runs"
+                f"perp.position_mode: must be 'one-way' or 'hedge', got {self.position_mode!r}"
             )
-        if self.position_mode != "one-way":
-            raise ConfigError(f"perp.position_mode: must be 'one-way', got {self.position_mode!r}")
         _fraction("perp.liquidation_fee", self.liquidation_fee)
         if not (self.funding in ("store", "none") or isinstance(self.funding, dict)):
             raise ConfigError(

@@ -75,6 +75,20 @@ class Liquidity(IntEnum):
     LIQUIDATION = 3  # the exchange closed the position at its liquidation price
 
 
+class PositionSide(IntEnum):
+    """Which position an order or fill belongs to (Binance ``positionSide``).
+
+    ``BOTH`` is one-way mode's single net position. In hedge mode a symbol holds
+    a ``LONG`` and a ``SHORT`` position side by side: a buy opens or adds to the
+    long one and a sell closes it; a sell opens or adds to the short one and a
+    buy closes it.
+    """
+
+    BOTH = 0
+    LONG = 1
+    SHORT = 2
+
+
 class ControlKind(IntEnum):
     """Control messages from the clock or the portfolio to symbol actors."""
 
@@ -105,6 +119,7 @@ class OrderIntent(NamedTuple):
     reduce_only: bool
     ref_price: float
     tag: str
+    position_side: PositionSide = PositionSide.BOTH
 
 
 class Order(NamedTuple):
@@ -140,7 +155,10 @@ class OrderUpdate(NamedTuple):
 
 
 class Fill(NamedTuple):
-    """One execution. ``fee`` is in the quote asset and is always >= 0 here."""
+    """One execution. ``fee`` is in the quote asset and is always >= 0 here.
+
+    ``position_side`` is the position it traded (hedge mode), ``BOTH`` otherwise.
+    """
 
     symbol: str
     order_id: int
@@ -151,6 +169,7 @@ class Fill(NamedTuple):
     price: float
     fee: float
     liquidity: Liquidity
+    position_side: PositionSide = PositionSide.BOTH
 
 
 class Mark(NamedTuple):
@@ -204,6 +223,7 @@ FILL_DTYPE = np.dtype(
         ("liquidity", "i1"),
         ("realized_pnl", "<f8"),
         ("position_after", "<f8"),
+        ("position_side", "i1"),
     ]
 )
 UPDATE_DTYPE = np.dtype(
@@ -225,7 +245,8 @@ class FillBatch:
 
     Fields follow :class:`Fill`, plus ``realized_pnl`` (each fill's realised PnL
     against the average cost of the open position, fees apart) and
-    ``position_after``. Batches are how fills cross actors and reach the
+    ``position_after`` (of the fill's position side: in hedge mode the long or
+    the short position, else the net one). Batches are how fills cross actors and reach the
     recorder: an advance over a long history can carry tens of thousands, and
     one array costs one allocation and one buffer on the wire.
     """
@@ -249,6 +270,7 @@ class FillBatch:
     liquidity = property(lambda self: self.data["liquidity"])
     realized_pnl = property(lambda self: self.data["realized_pnl"])
     position_after = property(lambda self: self.data["position_after"])
+    position_side = property(lambda self: self.data["position_side"])
 
     def take(self, index: npt.NDArray[np.int64]) -> FillBatch:
         return FillBatch(self.data[index])
@@ -260,8 +282,8 @@ class FillBatch:
     def events(self, symbol: str) -> list[Fill]:
         """The batch as typed :class:`Fill` events."""
         return [
-            Fill(symbol, o, f, t, Side(s), q, p, fee, Liquidity(liq))
-            for o, f, t, s, q, p, fee, liq, _, _ in self.data.tolist()
+            Fill(symbol, o, f, t, Side(s), q, p, fee, Liquidity(liq), PositionSide(ps))
+            for o, f, t, s, q, p, fee, liq, _, _, ps in self.data.tolist()
         ]
 
 
@@ -320,7 +342,7 @@ def fill_batch(fills: list[Fill], realized: list[float], positions: list[float])
     if not fills:
         return EMPTY_FILLS
     rows = [
-        (f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], r, p)
+        (f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], r, p, f[9])
         for f, r, p in zip(fills, realized, positions, strict=True)
     ]
     return FillBatch(np.array(rows, dtype=FILL_DTYPE))

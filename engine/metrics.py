@@ -109,6 +109,9 @@ class FillColumns(NamedTuple):
     ``realized_pnl`` the fill's realised PnL against average cost, fees apart,
     and ``position_after`` the symbol's signed position after the fill (flat is
     exactly 0.0, as the engine rounds positions to the lot size).
+    ``position_side`` (optional, int8 :class:`~tickray.engine.events.PositionSide`
+    values) separates a hedge-mode symbol's long and short positions: then
+    ``position_after`` is that side's position and round trips are per side.
     """
 
     symbol: IntArray
@@ -119,6 +122,22 @@ class FillColumns(NamedTuple):
     fee: FloatArray
     realized_pnl: FloatArray
     position_after: FloatArray
+    position_side: npt.NDArray[np.int8] | None = None
+
+    def select(self, mask: npt.NDArray[np.bool_]) -> FillColumns:
+        """The fills where ``mask`` is true."""
+        ps = self.position_side
+        return FillColumns(
+            self.symbol[mask],
+            self.ts[mask],
+            self.side[mask],
+            self.qty[mask],
+            self.price[mask],
+            self.fee[mask],
+            self.realized_pnl[mask],
+            self.position_after[mask],
+            None if ps is None else ps[mask],
+        )
 
 
 class RoundTrips(NamedTuple):
@@ -147,8 +166,11 @@ def round_trips(fills: FillColumns) -> RoundTrips:
     fill, the symbol's previous one (zero before its first fill).
     """
     n = _check_fills(fills)
-    order = np.argsort(fills.symbol, kind="stable")  # each symbol's fills together, in order
-    sym = fills.symbol[order]
+    book = fills.symbol.astype(np.int64) * 3  # one book per (symbol, position side)
+    if fills.position_side is not None:
+        book = book + fills.position_side.astype(np.int64)
+    order = np.argsort(book, kind="stable")  # each book's fills together, in order
+    sym = book[order]
     ts = fills.ts[order]
     pos = fills.position_after[order].astype(np.float64)
     prev = np.zeros(n)
@@ -174,7 +196,7 @@ def round_trips(fills: FillColumns) -> RoundTrips:
     ids = owner[closed_at]
     first = opened_at[ids - 1]
     return RoundTrips(
-        symbol=sym[closed_at].astype(np.int64),
+        symbol=(sym[closed_at] // 3).astype(np.int64),
         open_ts=ts[first].astype(np.int64),
         close_ts=ts[closed_at].astype(np.int64),
         side=np.sign(pos[first]).astype(np.int8),
@@ -192,6 +214,8 @@ def _check_fills(fills: FillColumns) -> int:
     """The number of fills, once every column is 1-D and as long as ``symbol``."""
     n = len(fills.symbol)
     for name in FillColumns._fields:
+        if getattr(fills, name) is None:
+            continue
         shape = np.shape(getattr(fills, name))
         if shape != (n,):
             raise ValueError(

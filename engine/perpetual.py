@@ -1,5 +1,5 @@
 """USD-M perpetual futures margin arithmetic: notional brackets, maintenance margin,
-liquidation prices and funding, as Binance defines them (one-way position mode).
+liquidation prices and funding, as Binance defines them (one-way and hedge position modes).
 
 Amounts are in the quote asset (USDT); ``qty`` is the absolute position size
 in base units and ``side`` is +1 for a long, -1 for a short.
@@ -16,6 +16,18 @@ in base units and ``side`` is +1 for a long, -1 for a short.
   wallet less the other positions' maintenance margins plus their unrealised
   PnL) that gives ``LP = (WB + cum - side * qty * entry) / (qty * mmr - side * qty)``,
   with the bracket of the position's notional at ``LP``.
+* **Hedge mode.** A symbol may hold a long and a short position at once, each
+  with its own entry, notional bracket and maintenance margin. With isolated
+  margin each is liquidated on its own (the formula above, with its own
+  margin). With cross margin both share the wallet, and the symbol's margin
+  balance ``WB + qL * (P - eL) - qS * (P - eS)`` meets the sum of their
+  maintenance margins at
+  ``LP = (WB + cumL + cumS - qL * eL + qS * eS) / (qL * mmrL + qS * mmrS - qL + qS)``
+  (:func:`hedge_liquidation_band`): below ``LP`` when the legs' slope
+  ``qL * (1 - mmrL) - qS * (1 + mmrS)`` is positive (more long), above it
+  otherwise; with several brackets there may be one of each. An exactly
+  hedged pair is liquidated when the price rises far enough that both
+  maintenance margins exceed the wallet.
 * **Funding.** At each funding time a position pays ``side * qty * mark * rate``
   (longs pay shorts when the rate is positive); a negative payment is received.
 
@@ -141,6 +153,79 @@ def liquidation_price(
         if gap < miss:
             best, miss = price, gap
     return best if miss <= 1e-6 * max(1.0, qty * entry) else 0.0
+
+
+def hedge_liquidation_band(
+    table: BracketTable,
+    long_qty: float,
+    long_entry: float,
+    short_qty: float,
+    short_entry: float,
+    wallet: float,
+) -> tuple[float, float]:
+    """Cross margin, hedge mode: the mark prices at which a symbol's long and short
+    positions together meet their maintenance margins.
+
+    ``long_qty`` and ``short_qty`` are sizes (>= 0). ``wallet`` is the margin
+    backing the symbol (the cross wallet less the other symbols' maintenance
+    margins plus their unrealised PnL). Returns ``(lower, upper)``: the symbol
+    is liquidated when the mark falls to ``lower`` or below, or rises to
+    ``upper`` or above. ``lower`` is 0.0 when no positive price below is one,
+    ``upper`` inf when none above is; ``lower`` is inf when every price is
+    (a margin balance already below maintenance that the hedge keeps from
+    moving). The margin balance less maintenance is concave in the price (a
+    linear balance less convex maintenance margins), so there are at most
+    these two crossings. With one leg empty this is :func:`liquidation_price`.
+    """
+    if long_qty < 0 or short_qty < 0:
+        raise MarginError(f"leg sizes must be >= 0, got {long_qty!r} and {short_qty!r}")
+    if long_qty == 0 and short_qty == 0:
+        return 0.0, math.inf
+    if short_qty == 0:
+        return liquidation_price(table, 1, long_qty, long_entry, wallet), math.inf
+    if long_qty == 0:
+        lp = liquidation_price(table, -1, short_qty, short_entry, wallet)
+        return 0.0, (lp if lp > 0.0 else math.inf)
+    ref = max(long_qty * long_entry, short_qty * short_entry, 1.0)
+    tiny = min(long_entry, short_entry) * 1e-9
+    last = len(table.brackets) - 1
+    lower, upper = 0.0, math.inf
+    near: dict[int, tuple[float, float]] = {}  # direction -> (gap, price) of the nearest miss
+    for kl, bl in enumerate(table.brackets):
+        cap_l = math.inf if kl == last else bl.cap
+        for ks, bs in enumerate(table.brackets):
+            cap_s = math.inf if ks == last else bs.cap
+            slope = long_qty * (1.0 - bl.mmr) - short_qty * (1.0 + bs.mmr)
+            if slope == 0.0:
+                continue  # flat piece: no crossing inside it
+            num = wallet + bl.cum + bs.cum - long_qty * long_entry + short_qty * short_entry
+            price = num / -slope
+            up = slope < 0  # falls below maintenance as the price rises past it
+            if price <= (0.0 if up else tiny):  # a floor that low is float noise of none
+                continue
+            nl, ns = long_qty * price, short_qty * price
+            gap = max(bl.floor - nl, nl - cap_l, bs.floor - ns, ns - cap_s, 0.0)
+            if gap == 0.0:
+                if up:
+                    upper = min(upper, price)
+                else:
+                    lower = max(lower, price)
+            elif gap < near.get(int(up), (math.inf, 0.0))[0]:
+                near[int(up)] = (gap, price)  # float noise at a bracket edge
+    for rising, (gap, price) in near.items():
+        if gap <= 1e-6 * ref:
+            if rising and upper == math.inf:
+                upper = price
+            elif not rising and lower == 0.0:
+                lower = price
+    if lower == 0.0 and upper == math.inf:
+        # no crossing: above maintenance everywhere or below it everywhere
+        at_zero = wallet - long_qty * long_entry + short_qty * short_entry  # excess at price 0
+        b0 = table.brackets[0]
+        slope0 = long_qty * (1.0 - b0.mmr) - short_qty * (1.0 + b0.mmr)
+        if at_zero < 0.0 or (at_zero == 0.0 and slope0 <= 0.0):
+            return math.inf, math.inf
+    return lower, upper
 
 
 def margin_balance(side: int, qty: float, entry: float, mark: float, wallet: float) -> float:

@@ -22,6 +22,13 @@ symbol-level risk monitor):
   rounded to the tick against the trader, with the clearance fee
   (:func:`~tickray.engine.perpetual.liquidation_fee`); open orders are
   cancelled.
+* **Hedge mode.** The long and the short position (legs 0 and 1) each have
+  an isolated margin and are liquidated one by one; with cross margin they
+  share the symbol's wallet and are liquidated together at the price where
+  their combined margin balance meets their combined maintenance margin
+  (:func:`~tickray.engine.perpetual.hedge_liquidation_band`). ``leg``
+  selects the position that ``on_fill``, ``on_funding``, ``wallet`` and
+  ``liquidation_price`` work on.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import numpy.typing as npt
 
 from tickray.engine.perpetual import (
     BracketTable,
+    hedge_liquidation_band,
     isolated_margin_after,
     liquidation_price,
 )
@@ -75,18 +83,30 @@ class PerpSymbolState:
         funding: FundingSchedule = NO_FUNDING,
         marks: MarkSeries | None = None,
         wallet: float = 0.0,
+        hedge: bool = False,
     ) -> None:
         self.table = table
+        self.hedge = hedge
         self.leverage = leverage
         self.isolated = isolated
         self.liquidation_fee = liquidation_fee
         self.funding = funding
         self.marks = marks
-        self.iso_margin = 0.0
+        self.iso = [0.0, 0.0]  # isolated margin per leg (one-way mode uses leg 0)
+        self.leg = 0
         self.cross_base = wallet
         self.cross_delta = 0.0
         self.next_funding = 0
         self.liquidations = 0
+
+    @property
+    def iso_margin(self) -> float:
+        """The isolated margin of the current leg."""
+        return self.iso[self.leg]
+
+    @iso_margin.setter
+    def iso_margin(self, value: float) -> None:
+        self.iso[self.leg] = value
 
     # -- wallet ---------------------------------------------------------------------------
     def set_cross_wallet(self, value: float) -> None:
@@ -121,6 +141,15 @@ class PerpSymbolState:
             return 0.0
         side = 1 if position > 0 else -1
         return liquidation_price(self.table, side, abs(position), entry, self.wallet())
+
+    def hedge_liquidation(
+        self, long_pos: float, long_entry: float, short_pos: float, short_entry: float
+    ) -> tuple[float, float]:
+        """Cross margin, hedge mode: the marks at or beyond which both legs are
+        liquidated (lower, upper; see ``hedge_liquidation_band``)."""
+        return hedge_liquidation_band(
+            self.table, long_pos, long_entry, -short_pos, short_entry, self.wallet()
+        )
 
     # -- data ---------------------------------------------------------------------------
     def bar_marks(

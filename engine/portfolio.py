@@ -45,6 +45,7 @@ from tickray.engine.events import (
     OrderIntent,
     OrderStatus,
     Outbox,
+    PositionSide,
     RiskAction,
     RiskDecision,
     Side,
@@ -160,17 +161,24 @@ class Portfolio:
         self.fill_count = np.zeros(n, dtype=np.int64)
         self.pending_pos = np.zeros(n)
         self.pending_cash = 0.0
-        self._pending: dict[tuple[str, int], tuple[float, float]] = {}
+        # (symbol, order id) -> (signed qty, cash estimate, leg) of approved-unfilled orders
+        self._pending: dict[tuple[str, int], tuple[float, float, int]] = {}
         self.time = -(2**63)
         self.interval = config.interval_ns
         self.sync = config.sync_ns
         self.perp = config.perp
-        self.entry = np.zeros(n)  # average entry price (perpetual margin)
-        self.iso = np.zeros(n)  # isolated margin per position
+        # perpetual positions per leg: column 0 the net position (one-way mode) or the
+        # long one (hedge mode), column 1 the short one (hedge mode)
+        self.lpos = np.zeros((n, 2))
+        self.lpend = np.zeros((n, 2))  # approved-unfilled orders per leg
+        self.entry = np.zeros((n, 2))  # average entry price per leg
+        self.iso = np.zeros((n, 2))  # isolated margin per leg
         self.funding = np.zeros(n)  # funding paid per symbol
         self.liquidations = np.zeros(n, dtype=np.int64)
         self.isolated = False
+        self.hedge = False
         if self.perp is not None:
+            self.hedge = self.perp.position_mode == "hedge"
             self.tables = [self.perp.table(s) for s in self.symbols]
             self.leverage = [self.perp.leverage_for(s) for s in self.symbols]
             self.isolated = self.perp.margin_mode == "isolated"
@@ -505,6 +513,7 @@ class Portfolio:
         if held is not None:
             i = self.index[symbol]
             self.pending_pos[i] -= held[0]
+            self.lpend[i, held[2]] -= held[0]
             self.pending_cash -= held[1]
             if self.multi:
                 self.pending_by[self.sym_asset[i]] -= held[1]
@@ -530,7 +539,9 @@ class Portfolio:
         i = self.index[it.symbol]
         px = float(self.mark[i]) if not math.isnan(self.mark[i]) else it.ref_price
         proj = float(self.pos[i] + self.pending_pos[i])
+        leg = 1 if it.position_side == PositionSide.SHORT else 0
         if self.perp is not None:
+            proj = float(self.lpos[i, leg] + self.lpend[i, leg])
             chk = check_margin(
                 self.accounts[i],
                 self.specs[i],
@@ -541,14 +552,16 @@ class Portfolio:
                 proj,
                 px,
                 self.available_margin(),
-                self._released(i, px),
+                self._released(i, leg, px),
+                leg_sign=_LEG_SIGN[it.position_side],
             )
         else:
             free = self.free_cash_in(int(self.sym_asset[i])) if self.multi else self.free_cash()
             chk = check_cash(self.accounts[i], self.specs[i], it.side, it.qty, proj, px, free)
         if chk.action != RiskAction.REJECT:
-            self._pending[(it.symbol, it.intent_id)] = (it.side * chk.qty, chk.cash_estimate)
+            self._pending[(it.symbol, it.intent_id)] = (it.side * chk.qty, chk.cash_estimate, leg)
             self.pending_pos[i] += it.side * chk.qty
+            self.lpend[i, leg] += it.side * chk.qty
             self.pending_cash += chk.cash_estimate
             if self.multi:
                 self.pending_by[self.sym_asset[i]] += chk.cash_estimate
@@ -557,19 +570,15 @@ class Portfolio:
     # -- perpetual margin ---------------------------------------------------------------
     def wallet_balance(self) -> float:
         """Deposits plus realised PnL less fees and funding: cash plus each position's cost."""
-        return self.cash + float(np.dot(self.pos, self.entry))
-
-    def _marked(self) -> F64:
-        out: F64 = np.where(self.pos != 0.0, np.nan_to_num(self.mark), 0.0)
-        return out
+        return self.cash + float((self.lpos * self.entry).sum())
 
     def maintenance(self) -> F64:
-        """Each position's maintenance margin at its mark."""
-        mark = self._marked()
+        """Each symbol's maintenance margin at its mark (hedge mode: both legs')."""
+        mark = np.nan_to_num(self.mark).tolist()
         return np.array(
             [
-                t.maintenance_margin(abs(p) * m) if p != 0.0 else 0.0
-                for t, p, m in zip(self.tables, self.pos.tolist(), mark.tolist(), strict=True)
+                sum(t.maintenance_margin(abs(p) * m) for p in legs if p != 0.0)
+                for t, legs, m in zip(self.tables, self.lpos.tolist(), mark, strict=True)
             ]
         )
 
@@ -580,23 +589,23 @@ class Portfolio:
         if self.isolated:
             base = self.wallet_balance() - float(self.iso.sum())
         else:
-            mark = self._marked()
-            im = np.abs(self.pos) * mark / np.array(self.leverage)
+            gross = np.abs(self.lpos).sum(axis=1)
+            im = gross * np.nan_to_num(self.mark) / np.array(self.leverage)
             base = self.equity_now() - float(im.sum())
         return base + self.pending_cash
 
-    def _released(self, i: int, px: float) -> float:
-        """Margin freed per unit of position ``i`` closed near ``px``: its initial margin
-        (cross), or its isolated margin plus its unrealised PnL at ``px`` moved by
-        the price buffer against the position (isolated)."""
+    def _released(self, i: int, leg: int, px: float) -> float:
+        """Margin freed per unit of symbol ``i``'s position ``leg`` closed near ``px``:
+        its initial margin (cross), or its isolated margin plus its unrealised PnL at
+        ``px`` moved by the price buffer against the position (isolated)."""
         if not self.isolated:
             return px / self.leverage[i]
-        pos = float(self.pos[i])
+        pos = float(self.lpos[i, leg])
         if pos == 0.0:
             return 0.0
         buf = self.accounts[i].price_buffer
         worse = px * (1.0 - buf) if pos > 0 else px * (1.0 + buf)
-        return (float(self.iso[i]) + pos * (worse - float(self.entry[i]))) / abs(pos)
+        return (float(self.iso[i, leg]) + pos * (worse - float(self.entry[i, leg]))) / abs(pos)
 
     def _margin_inboxes(
         self, t: int, ordered: list[Outbox], by_symbol: dict[str, list[RiskDecision]]
@@ -614,11 +623,11 @@ class Portfolio:
         exchange's cross formula; with several it liquidates one that falls
         alone earlier than the exchange would).
         """
-        mark = self._marked()
-        upnl = self.pos * (mark - self.entry)
+        mark = np.nan_to_num(self.mark)[:, None]
+        upnl = np.where(self.lpos != 0.0, self.lpos * (mark - self.entry), 0.0).sum(axis=1)
         mm = self.maintenance()
         reserved = np.zeros(len(self.symbols))
-        for (sym, _), (_, est) in self._pending.items():
+        for (sym, _), (_, est, _) in self._pending.items():
             reserved[self.index[sym]] -= est
         need = mm + reserved
         total = float(need.sum())
@@ -697,8 +706,10 @@ class Portfolio:
                 self.cash -= pay
                 self.flow[i] -= pay
                 self.funding[i] += pay
-                if self.isolated and self.pos[i] != 0.0:
-                    self.iso[i] -= pay
+                held = float(fund[k]["position"][0])
+                leg = 1 if self.hedge and held < 0 else 0
+                if self.isolated and self.lpos[i, leg] != 0.0:
+                    self.iso[i, leg] -= pay
                 f_order.append(k)
                 continue
             one = allf.data[k]
@@ -729,8 +740,14 @@ class Portfolio:
             self.flow[i] += delta
             self.fees[i] += fee
             self.realized[i] += float(one["realized_pnl"])
-            before = float(self.pos[i])
-            new = self._positions(i, [q])[0]
+            leg = 0
+            if self.perp is not None:
+                leg = 1 if int(one["position_side"]) == PositionSide.SHORT else 0
+                before = float(self.lpos[i, leg])
+                new = self.specs[i].round_qty(before + q)
+            else:
+                before = float(self.pos[i])
+                new = self._positions(i, [q])[0]
             if self.multi:
                 a = int(self.sym_asset[i])
                 self.cash_by[a] += delta
@@ -739,11 +756,13 @@ class Portfolio:
             else:
                 self.cash += delta
                 cash_after = self.cash
-                _, entry, _ = book_fill(before, float(self.entry[i]), q, price, self.specs[i])
-                self.entry[i] = 0.0 if new == 0.0 else entry
-                self.iso[i] = isolated_margin_after(
-                    float(self.iso[i]), before, new, price, self.leverage[i]
+                _, entry, _ = book_fill(before, float(self.entry[i, leg]), q, price, self.specs[i])
+                self.entry[i, leg] = 0.0 if new == 0.0 else entry
+                self.iso[i, leg] = isolated_margin_after(
+                    float(self.iso[i, leg]), before, new, price, self.leverage[i]
                 )
+                self.lpos[i, leg] = new
+                new = self.specs[i].round_qty(float(self.lpos[i, 0] + self.lpos[i, 1]))
             self.pos[i] = new
             self.fill_count[i] += 1
             if liq == Liquidity.LIQUIDATION:
@@ -786,6 +805,7 @@ class Portfolio:
 
 _DONE = np.zeros(max(OrderStatus) + 1, dtype=bool)  # statuses that end an order, by value
 _DONE[[OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED]] = True
+_LEG_SIGN = {PositionSide.BOTH: 0, PositionSide.LONG: 1, PositionSide.SHORT: -1}
 _NO_FILL_RECORDS = FillRecords(np.empty(0, dtype=object), EMPTY_FILLS, np.empty(0))
 
 

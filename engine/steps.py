@@ -70,7 +70,7 @@ def split_outbox(
 
     Returns (head, tail): the head (or None when nothing is that early) carries
     them with the position after its last fill; the tail keeps the rest, the
-    intents and the marks. ``position_before`` is the position before ``ob``.
+    intents and the marks. ``position_before`` is the (net) position before ``ob``.
     """
     f, u = ob.fills, ob.updates
     fm = fill_steps(f.ts, interval, sync) <= boundary if f.size else np.zeros(0, dtype=bool)
@@ -84,7 +84,13 @@ def split_outbox(
     if not fm.any() and not um.any() and not pm.any():
         return None, ob
     head_fills = FillBatch(f.data[fm])
-    position = float(head_fills.position_after[-1]) if head_fills.size else position_before
+    if not head_fills.size:
+        position = position_before
+    elif head_fills.position_side.any():
+        # hedge mode: fills carry their side's position; the net moves by their sum
+        position = position_before + float((head_fills.side * head_fills.qty).sum())
+    else:
+        position = float(head_fills.position_after[-1])
     keep = np.flatnonzero(~um)
     head = Outbox(
         ob.symbol,

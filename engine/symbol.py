@@ -21,6 +21,14 @@ of the first step with an intent for the portfolio, or at ``until``. Fills and
 order updates of the steps it ran through are cut off by the clock at each
 settlement (``engine.steps.split_outbox``), so the portfolio books them at the
 same boundaries as when stepping one boundary at a time.
+
+Hedge position mode (perpetual futures) keeps a long and a short position
+(legs 0 and 1), each with its own order book at the venue (its own average
+entry, realised PnL and, for isolated margin, its own margin). The strategy's
+:meth:`~tickray.engine.strategies.BarStrategy.leg_targets` opens and closes
+each; a leg closing sends a reduce-only intent on that leg before a leg
+opening sends its own. Fills carry their position side and the leg's
+position after them. ``position`` is the net of the legs.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ from tickray.engine.events import (
     OrderType,
     OrderUpdate,
     Outbox,
+    PositionSide,
     RiskAction,
     RiskDecision,
     Side,
@@ -151,18 +160,22 @@ class SymbolSim:
         ex = execution or ExecutionConfig()
         maker = maker_fee if maker_fee is not None else ex.maker_fee
         maker = account.taker_fee if maker is None else maker
-        self.venue = BarVenue(
-            spec,
-            interval_ns,
-            spread_bps=ex.spread_bps,
-            spread_ticks=ex.spread_ticks,
-            participation=ex.participation,
-            fees=Fees(maker=maker, taker=account.taker_fee),
-            impact=impact_from_spec(ex.impact),
-            rules=OrderRules(ex.rules),
-            calendar=calendar,
-            hours=ex.hours,
-        )
+
+        def new_venue() -> BarVenue:
+            return BarVenue(
+                spec,
+                interval_ns,
+                spread_bps=ex.spread_bps,
+                spread_ticks=ex.spread_ticks,
+                participation=ex.participation,
+                fees=Fees(maker=maker, taker=account.taker_fee),
+                impact=impact_from_spec(ex.impact),
+                rules=OrderRules(ex.rules),
+                calendar=calendar,
+                hours=ex.hours,
+            )
+
+        self.venue = new_venue()
         self._observe = not isinstance(self.venue.impact, NoImpact)
         plain = (
             not ex.spread_bps
@@ -175,11 +188,20 @@ class SymbolSim:
         self.venue.base_fee = self.base_fee
         long_only = perp is None and not account.allow_short
         self.venue.long_only = long_only
-        self._fast = (
-            _OpenFills(spec, account.taker_fee, self.base_fee, long_only)
-            if plain and self.fast_path
-            else None
-        )
+        lean = plain and self.fast_path
+        self._fast = _OpenFills(spec, account.taker_fee, self.base_fee, long_only) if lean else None
+        # hedge mode: the leg not in use (see _use); leg 0 is the long, 1 the short
+        self.hedge = perp is not None and perp.hedge
+        self._leg = 0
+        self._pside = PositionSide.LONG if self.hedge else PositionSide.BOTH
+        self._next_fill = 1
+        self._leg_code = 0  # the legs' last target (bit 0 long open, bit 1 short open)
+        self._other: _Leg | None = None
+        if self.hedge:
+            other = new_venue()
+            other.long_only = long_only
+            fast = _OpenFills(spec, account.taker_fee, self.base_fee, long_only) if lean else None
+            self._other = _Leg(other, fast)
         self._since = 0  # arrival time of the orders the venue is working
         self._vj = 0  # next bar of the chunk the venue has not seen
         self._obs = 0  # next close of the chunk not yet observed by the venue
@@ -212,7 +234,16 @@ class SymbolSim:
 
     @property
     def position(self) -> float:
-        """The position after every fill so far (average cost)."""
+        """The position after every fill so far (hedge mode: the net of both legs)."""
+        if self._other is None:
+            return self._book_of.position
+        o = self._other
+        other = o.fast.position if o.fast is not None else o.venue.position
+        return self.spec.round_qty(self._book_of.position + other)
+
+    @property
+    def leg_position(self) -> float:
+        """The position of the leg in use (one-way mode: the position)."""
         return self._book_of.position
 
     @property
@@ -231,7 +262,37 @@ class SymbolSim:
         return book._realized.pop()
 
     def _has_orders(self) -> bool:
-        return bool(self._fast.pending) if self._fast is not None else bool(self.venue.working)
+        own = bool(self._fast.pending) if self._fast is not None else bool(self.venue.working)
+        if own or self._other is None:
+            return own
+        o = self._other
+        return bool(o.fast.pending) if o.fast is not None else bool(o.venue.working)
+
+    def _use(self, leg: int) -> None:
+        """Hedge mode: work on leg ``leg`` (its book, committed size, venue cursor, margin)."""
+        if leg == self._leg:
+            return
+        o = self._other
+        assert o is not None and self.perp is not None
+        self.venue, o.venue = o.venue, self.venue
+        self._fast, o.fast = o.fast, self._fast
+        self.committed, o.committed = o.committed, self.committed
+        self._since, o.since = o.since, self._since
+        self._vj, o.vj = o.vj, self._vj
+        self._obs, o.obs = o.obs, self._obs
+        self._leg = leg
+        self.perp.leg = leg
+        self._pside = PositionSide.SHORT if leg else PositionSide.LONG
+
+    def _tag(self, fills: list[Fill], n0: int) -> None:
+        """Hedge mode: number the leg's new fills in the symbol's sequence and mark their side."""
+        if self._other is None:
+            return
+        for m in range(n0, len(fills)):
+            f = fills[m]
+            if f.fill_id > 0:
+                fills[m] = f._replace(fill_id=self._next_fill, position_side=self._pside)
+                self._next_fill += 1
 
     # -- data ---------------------------------------------------------------------------
     def _load(self) -> bool:
@@ -241,15 +302,27 @@ class SymbolSim:
         if chunk is None or len(chunk.ts) == 0:
             self._exhausted = chunk is None
             return not self._exhausted and self._load()
-        targets = self.strategy.targets(np.ascontiguousarray(chunk.close, dtype=np.float64))
-        if not self.allow_short:
-            targets = np.maximum(targets, 0).astype(np.int8)
+        close = np.ascontiguousarray(chunk.close, dtype=np.float64)
+        if self.hedge:
+            # one code per bar: bit 0 the long leg open, bit 1 the short leg open
+            longs, shorts = self.strategy.leg_targets(close)
+            if not self.allow_short:
+                shorts = np.zeros_like(shorts)
+            targets = (longs | (shorts << 1)).astype(np.int8)
+        else:
+            targets = self.strategy.targets(close)
+            if not self.allow_short:
+                targets = np.maximum(targets, 0).astype(np.int8)
         prev = np.empty_like(targets)
         prev[0] = self._prev_target
         prev[1:] = targets[:-1]
         self._prev_target = int(targets[-1])
         if self._observe:
             self.venue.observe(self._close[self._obs :])
+            if self._other is not None:
+                self._other.venue.observe(self._close[self._other.obs :])
+        if self._other is not None:
+            self._other.vj = self._other.obs = 0
         self._open_ts = np.ascontiguousarray(chunk.ts, dtype=np.int64)
         self._close_ts = self._open_ts + self.interval
         self._open = np.ascontiguousarray(chunk.open, dtype=np.float64)
@@ -300,6 +373,8 @@ class SymbolSim:
             if k > i:
                 if self.perp is None:
                     self._process(i, k, fills, updates, intents)
+                elif self.hedge:
+                    self._process_hedge(i, k, fills, updates, intents)
                 else:
                     self._process_perp(i, k, fills, updates, intents)
                 segments.append((self._close_ts[i:k], self._mark[i:k]))
@@ -324,17 +399,24 @@ class SymbolSim:
     def finish(self, t: int, decisions: Sequence[RiskDecision], reason: str) -> list[OrderUpdate]:
         """End of run at ``t``: apply last decisions, then cancel every open order."""
         updates: list[OrderUpdate] = []
-        fills: list[Fill] = []
         self._apply(decisions, t, updates)
+        for leg in (0, 1) if self.hedge else (0,):
+            self._use(leg)
+            self._cancel_all(t, reason, [], updates)
+        return updates
+
+    def _cancel_all(
+        self, t: int, reason: str, fills: list[Fill], updates: list[OrderUpdate]
+    ) -> None:
+        """Cancel every open order of the leg in use."""
         if self._fast is not None:
             for p in self._fast.cancel_all(t, reason, updates):
                 self.committed = self.spec.round_qty(self.committed - p.side * p.qty)
                 self.pending_cash -= self._estimates.pop(p.order_id, 0.0)
-            return updates
+            return
         for o in self.venue.open_orders():
             self.venue.cancel_now(o.order_id, t, reason)
         self._collect(fills, updates)
-        return updates
 
     def _first_event(self, i: int, n: int) -> int:
         """Index of the first bar in ``[i, n)`` whose target change needs the portfolio.
@@ -409,7 +491,7 @@ class SymbolSim:
             if self._has_orders():
                 # A bar that opens beyond the liquidation price liquidates before any
                 # order can fill at that open (the exchange was first).
-                pos = self.position
+                pos = self.leg_position
                 if pos != 0.0:
                     lp = perp.liquidation_price(pos, self.avg_price)
                     m_open = float(self._open[lo]) * float(self._mark[lo] / self._close[lo])
@@ -427,7 +509,7 @@ class SymbolSim:
                 self._fk += 1  # pragma: no cover - settled in an earlier run
             if self._fk < len(fb):
                 hi = min(hi, int(fb[self._fk]) + 1)
-            pos = self.position
+            pos = self.leg_position
             if pos != 0.0:
                 lp = perp.liquidation_price(pos, self.avg_price)
                 if lp > 0.0:
@@ -445,6 +527,131 @@ class SymbolSim:
                 self._on_target(int(self._targets[last]), last, intents, updates)
             lo = hi
 
+    def liquidation_fill_price(self, lp: float, side: Side) -> float:
+        """A liquidation's fill price: ``lp`` rounded to the tick against the trader."""
+        price = self.spec.round_price_against(lp, side)
+        return price if price > 0.0 else self.spec.tick_size
+
+    def _process_hedge(
+        self,
+        i: int,
+        k: int,
+        fills: list[Fill],
+        updates: list[OrderUpdate],
+        intents: list[OrderIntent],
+    ) -> None:
+        """Bars ``[i, k)`` of a perpetual in hedge mode: as :meth:`_process_perp`, with
+        each leg's orders filled in turn (long first) and the legs liquidated one by
+        one (isolated margin) or together (cross margin)."""
+        perp = self.perp
+        assert perp is not None
+        ch = self._changes
+        fb = self._fund_bars
+        lo = i
+        while lo < k:
+            if self._has_orders():
+                ratio = float(self._mark[lo] / self._close[lo])
+                m_open = np.array([float(self._open[lo]) * ratio])
+                self._hedge_liquidations(lo, lo + 1, m_open, m_open, fills, updates)
+                for leg in (0, 1):
+                    self._use(leg)
+                    n0 = len(fills)
+                    self._fill_pending(lo, lo + 1, fills, updates)
+                    self._tag(fills, n0)
+                    self._margin_fills(fills, n0)
+            hi = lo + 1 if self._has_orders() else k
+            while self._ci < len(ch) and ch[self._ci] < lo:
+                self._ci += 1
+            if self._ci < len(ch):
+                hi = min(hi, int(ch[self._ci]) + 1)
+            while self._fk < len(fb) and fb[self._fk] < lo:
+                self._fk += 1  # pragma: no cover - settled in an earlier run
+            if self._fk < len(fb):
+                hi = min(hi, int(fb[self._fk]) + 1)
+            j = self._hedge_liquidations(
+                lo, hi, self._mlow[lo:hi], self._mhigh[lo:hi], fills, updates
+            )
+            if j >= 0:
+                hi = j + 1
+            last = hi - 1
+            while self._fk < len(fb) and fb[self._fk] == last:
+                for leg in (0, 1):
+                    self._use(leg)
+                    self._settle_funding(last, int(self._fund_recs[self._fk]))
+                self._fk += 1
+            if self._ci < len(ch) and ch[self._ci] == last:
+                self._ci += 1
+                self._on_legs(int(self._targets[last]), last, intents, updates)
+            lo = hi
+
+    def _hedge_liquidations(
+        self,
+        lo: int,
+        hi: int,
+        low: F64,
+        high: F64,
+        fills: list[Fill],
+        updates: list[OrderUpdate],
+    ) -> int:
+        """Liquidate the legs whose mark in bars ``[lo, hi)`` (adverse extremes ``low``
+        and ``high``) reaches their liquidation price, at the first bar one does;
+        returns that bar, or -1."""
+        perp = self.perp
+        assert perp is not None
+        legs: list[tuple[float, float]] = []  # (position, entry) per leg
+        for leg in (0, 1):
+            self._use(leg)
+            legs.append((self.leg_position, self.avg_price))
+        if perp.isolated:
+            hits: list[tuple[int, int, float]] = []
+            for leg, (pos, entry) in enumerate(legs):
+                if pos == 0.0:
+                    continue
+                self._use(leg)
+                lp = perp.liquidation_price(pos, entry)
+                if lp <= 0.0:
+                    continue
+                hit = low <= lp if pos > 0 else high >= lp
+                if hit.any():
+                    hits.append((lo + int(np.argmax(hit)), leg, lp))
+            if not hits:
+                return -1
+            first = min(h[0] for h in hits)
+            for j, leg, lp in hits:
+                if j == first:
+                    self._use(leg)
+                    self._liquidate(j, lp, fills, updates)
+            return first
+        (lpos, lentry), (spos, sentry) = legs
+        lower, upper = perp.hedge_liquidation(lpos, lentry, spos, sentry)
+        if lower <= 0.0 and upper == math.inf:
+            return -1
+        hit = (low <= lower) | (high >= upper)
+        if not hit.any():
+            return -1
+        j = lo + int(np.argmax(hit))
+        lp = upper
+        if low[j - lo] <= lower:
+            # (lower is inf when below maintenance at any price: closed at the bar's mark)
+            lp = lower if lower != math.inf else float(self._mark[j])
+        # the fee of both closes is capped at what the symbol's margin has left after them
+        left = perp.wallet()
+        notional = 0.0
+        for pos, entry in legs:
+            if pos != 0.0:
+                side = Side.SELL if pos > 0 else Side.BUY
+                price = self.liquidation_fill_price(lp, side)
+                left += pos * (price - entry)
+                notional += abs(pos) * price
+        total = liquidation_fee(perp.liquidation_fee, 1.0, notional, left)
+        for leg, (pos, _) in enumerate(legs):
+            if pos != 0.0:
+                self._use(leg)
+                side = Side.SELL if pos > 0 else Side.BUY
+                share = abs(pos) * self.liquidation_fill_price(lp, side) / notional
+                self._liquidate(j, lp, fills, updates, fee_cap=total * share)
+        return j
+
     def _margin_fills(self, fills: list[Fill], n0: int) -> None:
         """Feed this advance's fills from index ``n0`` to the margin state."""
         perp = self.perp
@@ -459,7 +666,7 @@ class SymbolSim:
         perp = self.perp
         assert perp is not None
         perp.next_funding = record + 1
-        pos = self.position
+        pos = self.leg_position
         if pos == 0.0:
             return
         mark = perp.funding_mark(record, float(self._mark[bar]))
@@ -470,37 +677,47 @@ class SymbolSim:
         settled = int(self._close_ts[bar])
         self._funding_rows.append((int(perp.funding.ts[record]), settled, rate, mark, pos, payment))
 
-    def _liquidate(self, j: int, lp: float, fills: list[Fill], updates: list[OrderUpdate]) -> None:
-        """Close the whole position at its liquidation price in bar ``j`` and cancel
-        every open order, as the exchange's liquidation engine does."""
+    def _liquidate(
+        self,
+        j: int,
+        lp: float,
+        fills: list[Fill],
+        updates: list[OrderUpdate],
+        fee_cap: float | None = None,
+    ) -> None:
+        """Close the whole position (of the leg in use) at its liquidation price in bar
+        ``j`` and cancel its open orders, as the exchange's liquidation engine does.
+        ``fee_cap`` replaces the margin left after the close as the fee's cap."""
         perp = self.perp
         assert perp is not None
-        pos = self.position
+        pos = self.leg_position
         side = Side.SELL if pos > 0 else Side.BUY
-        price = self.spec.round_price_against(lp, side)
-        if price <= 0.0:
-            price = self.spec.tick_size
+        price = self.liquidation_fill_price(lp, side)
         ts = int(self._open_ts[j])
-        reason = f"liquidation at mark {lp:.8g}"
-        if self._fast is not None:
-            for p in self._fast.cancel_all(ts, reason, updates):
-                self.committed = self.spec.round_qty(self.committed - p.side * p.qty)
-                self.pending_cash -= self._estimates.pop(p.order_id, 0.0)
-        else:
-            for o in self.venue.open_orders():
-                self.venue.cancel_now(o.order_id, ts, reason)
-            self._collect(fills, updates)
+        n0 = len(fills)
+        self._cancel_all(ts, f"liquidation at mark {lp:.8g}", fills, updates)
+        self._tag(fills, n0)
         wallet = perp.wallet()
         realized = self.book_fill(-pos, price)
         qty = abs(pos)
-        fee = liquidation_fee(perp.liquidation_fee, qty, price, wallet + realized)
+        left = wallet + realized if fee_cap is None else fee_cap
+        fee = liquidation_fee(perp.liquidation_fee, qty, price, left)
         perp.liquidations += 1
         fill = Fill(
-            self.symbol, 0, -perp.liquidations, ts, side, qty, price, fee, Liquidity.LIQUIDATION
+            self.symbol,
+            0,
+            -perp.liquidations,
+            ts,
+            side,
+            qty,
+            price,
+            fee,
+            Liquidity.LIQUIDATION,
+            self._pside,
         )
         fills.append(fill)
         self._realized.append(realized)
-        self._positions.append(self.position)
+        self._positions.append(self.leg_position)
         self.flow += pos * price - fee
         self.committed = self.spec.round_qty(self.committed - pos)
         perp.on_fill(pos, 0.0, price, realized, fee)
@@ -508,7 +725,7 @@ class SymbolSim:
         # first: that part no longer exists.
         left = qty
         for oid, it in sorted(self.open_intents.items()):
-            if left <= 0.0 or it.side * pos > 0:
+            if left <= 0.0 or it.side * pos > 0 or it.position_side != self._pside:
                 continue
             cut = min(it.qty, left)
             left = self.spec.round_qty(left - cut)
@@ -584,6 +801,39 @@ class SymbolSim:
     ) -> None:
         price = float(self._close[c])
         desired = target * self.spec.floor_qty(self.allocation / price)
+        self._intent(desired, target == 0, c, intents, updates)
+
+    def _on_legs(
+        self, code: int, c: int, intents: list[OrderIntent], updates: list[OrderUpdate]
+    ) -> None:
+        """Hedge mode: the legs' new targets (bit 0 long open, bit 1 short open). Only
+        a leg whose target changed trades, the closing one first; each open leg is
+        sized at the strategy's ``leg_fraction`` of the allocation."""
+        changed = code ^ self._leg_code
+        self._leg_code = code
+        alloc = self.allocation * self.strategy.leg_fraction
+        size = self.spec.floor_qty(alloc / float(self._close[c]))
+        wants = []
+        for leg, sign in ((0, 1.0), (1, -1.0)):
+            if not changed >> leg & 1:
+                continue
+            self._use(leg)
+            desired = sign * size if code >> leg & 1 else 0.0
+            wants.append((abs(desired) >= abs(self.committed), leg, desired))
+        for _, leg, desired in sorted(wants):
+            self._use(leg)
+            self._intent(desired, desired == 0.0, c, intents, updates)
+
+    def _intent(
+        self,
+        desired: float,
+        reduce_only: bool,
+        c: int,
+        intents: list[OrderIntent],
+        updates: list[OrderUpdate],
+    ) -> None:
+        """An intent moving the (leg's) committed position to ``desired``."""
+        price = float(self._close[c])
         delta = self.spec.round_qty(desired - self.committed)
         qty = abs(delta)
         if qty == 0 or not self.spec.tradable(qty, price):
@@ -599,9 +849,10 @@ class SymbolSim:
             None,
             None,
             TimeInForce.GTC,
-            target == 0,
+            reduce_only,
             price,
             self.strategy.name,
+            self._pside,
         )
         self._next_id += 1
         self.committed = self.spec.round_qty(self.committed + delta)
@@ -633,6 +884,8 @@ class SymbolSim:
             intent = self.open_intents.pop(d.intent_id, None)
             if intent is None:
                 raise SimulationError(f"{self.symbol}: decision for unknown intent {d.intent_id}")
+            if self.hedge:
+                self._use(1 if intent.position_side == PositionSide.SHORT else 0)
             if self.perp is not None and d.action != RiskAction.REJECT:
                 if intent.reduce_only:
                     d = self._reduce_only(intent, d)
@@ -672,7 +925,7 @@ class SymbolSim:
     def _reduce_only(self, it: OrderIntent, d: RiskDecision) -> RiskDecision:
         """A reduce-only order meets a position a liquidation may have closed since its
         intent: it is cut to what it can still reduce, or rejected."""
-        pos = self.position
+        pos = self.leg_position
         room = abs(pos) if pos * it.side < 0 else 0.0
         if room <= 0.0:
             why = "reduce-only: no position left to reduce"
@@ -694,6 +947,20 @@ class SymbolSim:
             hit = idx >= 0
             marks[hit] = close[idx[hit]]
         return bounds, marks
+
+
+class _Leg:
+    """Hedge mode: the state of the leg not in use (see ``SymbolSim._use``)."""
+
+    __slots__ = ("venue", "fast", "committed", "since", "vj", "obs")
+
+    def __init__(self, venue: BarVenue, fast: _OpenFills | None) -> None:
+        self.venue = venue
+        self.fast = fast
+        self.committed = 0.0
+        self.since = 0
+        self.vj = 0
+        self.obs = 0
 
 
 class _Pending(NamedTuple):

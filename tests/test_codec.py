@@ -161,7 +161,7 @@ def test_messages_are_arrays_not_maps() -> None:
     box = Outbox("X", 5, [it], EMPTY_UPDATES, EMPTY_FILLS, np.empty(0, np.int64), np.empty(0), 0.0)
     frame = msgpack.unpackb(encode_outboxes([box]), raw=False)
     assert frame[:3] == ["tkr", SCHEMA_VERSION, 1]
-    assert frame[3][0][2][0] == ["X", 1, 2, 1, 1, 1.0, None, None, 1, False, 3.0, "t"]
+    assert frame[3][0][2][0] == ["X", 1, 2, 1, 1, 1.0, None, None, 1, False, 3.0, "t", 0]
 
 
 def test_fills_travel_as_one_record_array() -> None:

@@ -104,7 +104,7 @@ def test_strategy_targets_batch_equal_on_bar(xs: list[float], chunk: int) -> Non
 
 def test_unknown_strategy_and_bad_params_name_the_problem() -> None:
     with pytest.raises(
-        ParamError, match="unknown strategy 'nope' \\(known: momentum, sma_cross\\)"
+        ParamError, match="unknown strategy 'nope' \\(known: hedged_trend, momentum, sma_cross\\)"
     ):
         make_strategy("nope")
     with pytest.raises(ParamError, match="has no parameter 'windw' \\(known: threshold, window\\)"):

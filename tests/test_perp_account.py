@@ -210,8 +210,8 @@ def test_leverage_is_checked_against_the_brackets() -> None:
         PerpConfig(symbol_leverage={"AAAUSDT": -2.0})
     with pytest.raises(ConfigError, match=r"60x for AAAUSDT is above its brackets' maximum 50x"):
         _config(Path("/nonexistent"), ("AAAUSDT",), 5, leverage=60)
-    with pytest.raises(ConfigError, match="perp.position_mode: 'hedge' needs orders that name"):
-        PerpConfig(position_mode="hedge")
+    with pytest.raises(ConfigError, match="perp.position_mode: must be 'one-way' or 'hedge'"):
+        PerpConfig(position_mode="both")
     with pytest.raises(ConfigError, match="perp.margin_mode: must be 'cross' or 'isolated'"):
         PerpConfig(margin_mode="portfolio")
     with pytest.raises(ConfigError, match="perp.brackets.AAAUSDT bracket 2: floor"):

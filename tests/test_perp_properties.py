@@ -118,6 +118,7 @@ def _avg_cost(fills: list[tuple[int, float, float]]) -> list[float]:
     rates=st.lists(st.floats(-0.003, 0.003), min_size=14, max_size=14),
     gaps=st.booleans(),
     sync=st.sampled_from([1, 1, 5]),
+    hedge=st.booleans(),
 )
 def test_perp_accounts_reconcile(
     seed: int,
@@ -127,14 +128,22 @@ def test_perp_accounts_reconcile(
     rates: list[float],
     gaps: bool,
     sync: int,
+    hedge: bool,
 ) -> None:
-    _run_and_check(seed, leverage, isolated, fee, rates, gaps=gaps, sync=sync)
+    _run_and_check(seed, leverage, isolated, fee, rates, gaps=gaps, sync=sync, hedge=hedge)
 
 
 @pytest.mark.parametrize(("seed", "leverage"), [(3, 50.0), (8, 25.0), (21, 50.0)])
 def test_isolated_liquidations_follow_the_formula(seed: int, leverage: float) -> None:
     """High leverage on wicky paths: liquidations do happen, and each one checks out."""
     n = _run_and_check(seed, leverage, True, 0.0004, [0.0001, -0.0002] * 7)
+    assert n >= 1
+
+
+@pytest.mark.parametrize(("seed", "leverage"), [(3, 50.0), (8, 25.0)])
+def test_isolated_hedge_liquidations_follow_the_formula(seed: int, leverage: float) -> None:
+    """Hedge mode: each leg is liquidated on its own margin, by the one-leg formula."""
+    n = _run_and_check(seed, leverage, True, 0.0004, [0.0001, -0.0002] * 7, hedge=True)
     assert n >= 1
 
 
@@ -147,6 +156,7 @@ def _run_and_check(
     *,
     gaps: bool = False,
     sync: int = 1,
+    hedge: bool = False,
 ) -> int:
     """One random run, checked (and, with isolated margin, rerun without fusing for the
     same bytes); returns its number of liquidations."""
@@ -175,11 +185,14 @@ def _run_and_check(
             symbols=SYMBOLS,
             start_ns=T0,
             end_ns=T0 + N_BARS * MINUTE,
-            strategy=StrategyConfig("momentum", {"window": 2, "threshold": 0.003}),
+            strategy=StrategyConfig("hedged_trend", {"slow": 4, "window": 2, "threshold": 0.003})
+            if hedge
+            else StrategyConfig("momentum", {"window": 2, "threshold": 0.003}),
             account=AccountConfig(initial_cash=10_000.0, taker_fee=fee, allow_short=True),
             perp=PerpConfig(
                 leverage=leverage,
                 margin_mode="isolated" if isolated else "cross",
+                position_mode="hedge" if hedge else "one-way",
                 marks="last",
             ),
             specs={s: SymbolSpec(s, tick_size=0.01, step_size=0.001) for s in SYMBOLS},
@@ -214,12 +227,21 @@ def _check(out: Path, cfg: RunConfig, isolated: bool) -> None:
     assert eq.cash.iloc[-1] == pytest.approx(cash, abs=1e-6)
     assert (fills.fee >= 0).all()
     for s in SYMBOLS:
-        mine = fills[fills.symbol == s]
-        sides = np.where(mine.side == "BUY", 1, -1)
-        want = _avg_cost(list(zip(sides, mine.qty, mine.price, strict=True)))
-        assert np.allclose(mine.realized_pnl.to_numpy(), want, atol=1e-6)
-        if isolated:
-            _check_liquidations(cfg, s, mine, funding[funding.symbol == s])
+        # one book per position side (hedge mode: LONG and SHORT; else BOTH)
+        for side_name in sorted(set(fills.position_side[fills.symbol == s])):
+            mine = fills[(fills.symbol == s) & (fills.position_side == side_name)]
+            sides = np.where(mine.side == "BUY", 1, -1)
+            want = _avg_cost(list(zip(sides, mine.qty, mine.price, strict=True)))
+            assert np.allclose(mine.realized_pnl.to_numpy(), want, atol=1e-6)
+            if side_name == "LONG":
+                assert (mine.position_after >= 0).all()
+            elif side_name == "SHORT":
+                assert (mine.position_after <= 0).all()
+            if isolated:
+                paid = funding[funding.symbol == s]
+                if side_name != "BOTH":  # each side's funding, by the sign of its position
+                    paid = paid[(paid.position > 0) == (side_name == "LONG")]
+                _check_liquidations(cfg, s, mine, paid)
 
 
 def _check_liquidations(cfg: RunConfig, s: str, fills: object, funding: object) -> None:
