@@ -79,6 +79,7 @@ ORDERS = pa.schema(
         ("filled_qty", pa.float64()),
         ("price", pa.float64()),
         ("reason", pa.string()),
+        ("position_side", pa.string()),
     ]
 )
 FUNDING = pa.schema(
@@ -233,7 +234,20 @@ def _update_columns(block: list[Any]) -> list[Any]:
     d, names, reasons, settle = block
     fields = ("order_id", "status", "side", "order_type", "qty", "filled_qty", "price")
     oid, status, side, typ, qty, filled, px = (d[k] for k in fields)
-    return [d["ts"], names, oid, status, side, typ, qty, filled, px, reasons, settle]
+    return [
+        d["ts"],
+        names,
+        oid,
+        status,
+        side,
+        typ,
+        qty,
+        filled,
+        px,
+        reasons,
+        d["position_side"],
+        settle,
+    ]
 
 
 def _name_table(enum: type[IntEnum]) -> npt.NDArray[np.object_]:
@@ -296,7 +310,7 @@ class Recorder:
             self.partial / "orders.parquet",
             ORDERS,
             nan_is_null=True,
-            names={3: _STATUS, 4: _SIDE, 5: _TYPE},
+            names={3: _STATUS, 4: _SIDE, 5: _TYPE, 10: _PSIDE},
             order=self._update_order,
             expand=(4, _update_columns),
         )
@@ -400,6 +414,7 @@ class Recorder:
                     0.0,
                     it.price,
                     "",
+                    it.position_side,
                 )
                 for it in intents
             ]

@@ -152,6 +152,7 @@ class OrderUpdate(NamedTuple):
     filled_qty: float
     price: float | None
     reason: str
+    position_side: PositionSide = PositionSide.BOTH
 
 
 class Fill(NamedTuple):
@@ -236,6 +237,7 @@ UPDATE_DTYPE = np.dtype(
         ("qty", "<f8"),
         ("filled_qty", "<f8"),
         ("price", "<f8"),
+        ("position_side", "i1"),
     ]
 )
 
@@ -311,6 +313,7 @@ class UpdateBatch:
     qty = property(lambda self: self.data["qty"])
     filled_qty = property(lambda self: self.data["filled_qty"])
     price = property(lambda self: self.data["price"])
+    position_side = property(lambda self: self.data["position_side"])
 
     @staticmethod
     def concat(batches: list[UpdateBatch]) -> UpdateBatch:
@@ -332,8 +335,11 @@ class UpdateBatch:
                 fq,
                 None if p != p else p,
                 r,
+                PositionSide(ps),
             )
-            for (o, t, st, s, ty, q, fq, p), r in zip(self.data.tolist(), self.reason, strict=True)
+            for (o, t, st, s, ty, q, fq, p, ps), r in zip(
+                self.data.tolist(), self.reason, strict=True
+            )
         ]
 
 
@@ -354,7 +360,8 @@ def update_batch(updates: list[OrderUpdate]) -> UpdateBatch:
         return EMPTY_UPDATES
     nan = math.nan
     rows = [
-        (u[1], u[2], u[3], u[4], u[5], u[6], u[7], nan if u[8] is None else u[8]) for u in updates
+        (u[1], u[2], u[3], u[4], u[5], u[6], u[7], nan if u[8] is None else u[8], u[10])
+        for u in updates
     ]
     return UpdateBatch(np.array(rows, dtype=UPDATE_DTYPE), [u[9] for u in updates])
 

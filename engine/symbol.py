@@ -787,6 +787,8 @@ class SymbolSim:
             fills.extend(new_fills)
             self._realized.extend(realized)
             self._positions.extend(positions)
+        if self._other is not None and ups:
+            ups = [u._replace(position_side=self._pside) for u in ups]
         for u in ups:
             if u.status in _ENDED:
                 self.pending_cash -= self._estimates.pop(u.order_id, 0.0)
@@ -1037,6 +1039,7 @@ class _OpenFills:
                                 0.0,
                                 None,
                                 SPOT_NOTHING_HELD,
+                                it.position_side,
                             )
                         )
                         self.ended.append((o, 0.0))
@@ -1069,6 +1072,7 @@ class _OpenFills:
                             qty,
                             px,
                             why,
+                            it.position_side,
                         )
                     )
                 self.ended.append((o, qty))
@@ -1085,6 +1089,7 @@ class _OpenFills:
                         qty,
                         price,
                         "",
+                        it.position_side,
                     )
                 )
                 done.append((o, f))
@@ -1123,5 +1128,15 @@ _ENDED = frozenset(
 
 def _update(it: OrderIntent, status: OrderStatus, ts: int, qty: float, reason: str) -> OrderUpdate:
     return OrderUpdate(
-        it.symbol, it.intent_id, ts, status, it.side, it.order_type, qty, 0.0, it.price, reason
+        it.symbol,
+        it.intent_id,
+        ts,
+        status,
+        it.side,
+        it.order_type,
+        qty,
+        0.0,
+        it.price,
+        reason,
+        it.position_side,
     )

@@ -117,6 +117,9 @@ def test_both_legs_open_and_close_separately(tmp_path: Path, margin_mode: str) -
     assert equity.equity.iloc[-1] == pytest.approx(10_770.42, abs=1e-6)
     orders = _table(res.out, "orders")
     assert set(orders.status) == {"SUBMITTED", "ACCEPTED", "FILLED"}
+    # every row of an order names its position; the short's close is a reduce-only BUY
+    sides = orders.groupby("order_id").position_side.agg(set).tolist()
+    assert sides == [{"LONG"}, {"SHORT"}, {"SHORT"}]
     metrics = res.metrics["portfolio"]
     assert metrics["fills"] == 3 and metrics["trades"] == 1  # the short's round trip
 
