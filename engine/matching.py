@@ -197,6 +197,11 @@ class Venue:
         self.orders[ib].oco.append(ia)
         return ia, ib
 
+    def link_oco(self, ids: list[int]) -> None:
+        """Make the orders ``ids`` one-cancels-the-others: the first fill of one cancels the rest."""
+        for a in ids:
+            self.orders[a].oco.extend(b for b in ids if b != a)
+
     def submit_oto(self, parent: OrderRequest, child: OrderRequest) -> tuple[int, int]:
         """An order, and a child placed once the parent is filled."""
         ip = self.submit(parent)

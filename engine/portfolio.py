@@ -53,6 +53,7 @@ from tickray.engine.events import (
 )
 from tickray.engine.instruments import SymbolSpec, base_fee_split, book_fill
 from tickray.engine.perpetual import isolated_margin_after
+from tickray.engine.steps import bar_close
 from tickray.engine.symbol import SimulationError
 
 I64 = npt.NDArray[np.int64]
@@ -374,7 +375,13 @@ class Portfolio:
             row_list = [
                 min(
                     max(
-                        (-((-(t + self.interval)) // self.sync) * self.sync - step0) // self.sync, 0
+                        (
+                            -((-((t // self.interval + 1) * self.interval)) // self.sync)
+                            * self.sync
+                            - step0
+                        )
+                        // self.sync,
+                        0,
                     ),
                     last,
                 )
@@ -385,8 +392,8 @@ class Portfolio:
         sym = np.concatenate([np.full(b.size, i, dtype=np.int64) for i, b in parts])
         seq = np.concatenate([np.arange(b.size) for _, b in parts])
         f = FillBatch.concat([b for _, b in parts])
-        bar_close = f.ts + self.interval
-        row = np.clip((-((-bar_close) // self.sync) * self.sync - step0) // self.sync, 0, rows - 1)
+        closes = bar_close(f.ts, self.interval)
+        row = np.clip((-((-closes) // self.sync) * self.sync - step0) // self.sync, 0, rows - 1)
         order = np.lexsort((seq, sym, row))
         f = f.take(order)
         sym, row = sym[order], row[order]
@@ -669,11 +676,13 @@ class Portfolio:
             i = self.index[ob.symbol]
             f = ob.fills
             if f.size:
-                close = f.ts + self.interval
-                r = np.clip((-((-close) // self.sync) * self.sync - step0) // self.sync, 0, last)
+                close = bar_close(f.ts, self.interval)
+                rows_of = np.clip(
+                    (-((-close) // self.sync) * self.sync - step0) // self.sync, 0, last
+                )
                 keys.extend(
                     (int(rr), i, int(t), 1, nf + k)
-                    for k, (rr, t) in enumerate(zip(r.tolist(), f.ts.tolist(), strict=True))
+                    for k, (rr, t) in enumerate(zip(rows_of.tolist(), f.ts.tolist(), strict=True))
                 )
                 batches.append(f)
                 nf += f.size

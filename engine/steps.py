@@ -34,9 +34,18 @@ def _ceil(ts: I64, sync: int) -> I64:
     return out
 
 
+def bar_close(ts: I64, interval: int) -> I64:
+    """The close of the bar a fill at ``ts`` happened in: bars open on the interval's
+    grid, so a fill at a bar's open or inside it belongs to the bar closing at the
+    next grid point."""
+    out: I64 = (ts // interval + 1) * interval
+    return out
+
+
 def fill_steps(ts: npt.NDArray[np.int64], interval: int, sync: int) -> I64:
-    """Step boundaries of fills at bar opens ``ts``."""
-    return _ceil(ts.astype(np.int64) + interval, sync)
+    """Step boundaries of fills at ``ts`` (at their bar's open, or inside the bar):
+    the step holding their bar's close."""
+    return _ceil(bar_close(ts.astype(np.int64), interval), sync)
 
 
 def update_steps(
@@ -50,7 +59,7 @@ def update_steps(
     ts = ts.astype(np.int64)
     step = _ceil(ts, sync)
     filled = (status == _FILLED[0]) | (status == _FILLED[1])
-    step[filled] = _ceil(ts[filled] + interval, sync)
+    step[filled] = _ceil(bar_close(ts[filled], interval), sync)
     later = (status == _LATER[0]) | (status == _LATER[1])
     if not self_approval:
         later |= (status == _DECIDED[0]) | (status == _DECIDED[1])

@@ -71,6 +71,16 @@ from tickray.engine.matching import SPOT_CUT, SPOT_NOTHING_HELD, Fees
 from tickray.engine.orders import OrderRequest, OrderRules
 from tickray.engine.perpetual import liquidation_fee
 from tickray.engine.perpstate import PerpSymbolState
+from tickray.engine.signals import (
+    Bar,
+    Context,
+    ContextState,
+    Direction,
+    Entry,
+    Signal,
+    SignalError,
+    SignalStrategy,
+)
 from tickray.engine.strategies import BarStrategy
 
 I64 = npt.NDArray[np.int64]
@@ -119,7 +129,7 @@ class SymbolSim:
     def __init__(
         self,
         spec: SymbolSpec,
-        strategy: BarStrategy,
+        strategy: BarStrategy | SignalStrategy,
         source: BarSource,
         *,
         interval_ns: int,
@@ -188,7 +198,22 @@ class SymbolSim:
         self.venue.base_fee = self.base_fee
         long_only = perp is None and not account.allow_short
         self.venue.long_only = long_only
-        lean = plain and self.fast_path
+        # event strategies: orders of every type through the venue (signals module)
+        self.signals = isinstance(strategy, SignalStrategy)
+        if self.signals and perp is not None and perp.hedge:
+            raise SignalError(
+                f"{spec.symbol}: strategy '{strategy.name}' emits signals for one position; "
+                "hedge mode needs a leg strategy"
+            )
+        lean = plain and self.fast_path and not self.signals
+        self._exits: dict[int, tuple[Signal, float]] = {}  # intent id -> (signal, target qty)
+        self._children: set[int] = set()  # exit orders placed for filled entries
+        self._ctx_state = ContextState(
+            spec, lambda: self.position, lambda: self.avg_price, self._working
+        )
+        self._ctx = Context(self._ctx_state)
+        self._started = False
+        self._next_timer = 0
         self._fast = _OpenFills(spec, account.taker_fee, self.base_fee, long_only) if lean else None
         # hedge mode: the leg not in use (see _use); leg 0 is the long, 1 the short
         self.hedge = perp is not None and perp.hedge
@@ -303,14 +328,25 @@ class SymbolSim:
             self._exhausted = chunk is None
             return not self._exhausted and self._load()
         close = np.ascontiguousarray(chunk.close, dtype=np.float64)
-        if self.hedge:
+        high = np.ascontiguousarray(chunk.high, dtype=np.float64)
+        low = np.ascontiguousarray(chunk.low, dtype=np.float64)
+        strategy = self.strategy
+        if isinstance(strategy, SignalStrategy):
+            targets = np.zeros(len(close), dtype=np.int8)
+        elif self.hedge:
             # one code per bar: bit 0 the long leg open, bit 1 the short leg open
-            longs, shorts = self.strategy.leg_targets(close)
+            if strategy.needs_ohlc:
+                longs, shorts = strategy.leg_targets_ohlc(high, low, close)
+            else:
+                longs, shorts = strategy.leg_targets(close)
             if not self.allow_short:
                 shorts = np.zeros_like(shorts)
             targets = (longs | (shorts << 1)).astype(np.int8)
         else:
-            targets = self.strategy.targets(close)
+            if strategy.needs_ohlc:
+                targets = strategy.targets_ohlc(high, low, close)
+            else:
+                targets = strategy.targets(close)
             if not self.allow_short:
                 targets = np.maximum(targets, 0).astype(np.int8)
         prev = np.empty_like(targets)
@@ -326,14 +362,18 @@ class SymbolSim:
         self._open_ts = np.ascontiguousarray(chunk.ts, dtype=np.int64)
         self._close_ts = self._open_ts + self.interval
         self._open = np.ascontiguousarray(chunk.open, dtype=np.float64)
-        self._high = np.ascontiguousarray(chunk.high, dtype=np.float64)
-        self._low = np.ascontiguousarray(chunk.low, dtype=np.float64)
-        self._close = np.ascontiguousarray(chunk.close, dtype=np.float64)
+        self._high = high
+        self._low = low
+        self._close = close
         self._volume = np.ascontiguousarray(chunk.volume, dtype=np.float64)
         self._vj = 0
         self._obs = 0
         self._targets = targets
-        self._changes = np.flatnonzero(targets != prev).astype(np.int64)
+        self._changes = (
+            np.flatnonzero(targets != prev).astype(np.int64)
+            if not self.signals
+            else np.empty(0, dtype=np.int64)
+        )
         if self.perp is not None:
             self._mark, self._mlow, self._mhigh = self.perp.bar_marks(
                 self._open_ts, self._close_ts, self._low, self._high, self._close
@@ -360,7 +400,9 @@ class SymbolSim:
         stop = until
         fixed = False
         segments: list[tuple[I64, F64]] = []
-        while True:
+        if self.signals:
+            stop = self._advance_signals(until, fills, updates, intents, segments)
+        while not self.signals:
             if self._i >= self._n and not self._load():
                 break
             i, n = self._i, self._n
@@ -417,6 +459,223 @@ class SymbolSim:
         for o in self.venue.open_orders():
             self.venue.cancel_now(o.order_id, t, reason)
         self._collect(fills, updates)
+
+    # -- event strategies -----------------------------------------------------------------
+    def _advance_signals(
+        self,
+        until: int,
+        fills: list[Fill],
+        updates: list[OrderUpdate],
+        intents: list[OrderIntent],
+        segments: list[tuple[I64, F64]],
+    ) -> int:
+        """Bars one at a time up to ``until``, each event through the strategy's callbacks;
+        stops at the end of the first step where a signal asks the portfolio."""
+        stop = until
+        lo = self._i
+        while True:
+            if self._i >= self._n:
+                if self._i > lo:
+                    segments.append((self._close_ts[lo : self._i], self._mark[lo : self._i]))
+                if not self._load():
+                    return stop
+                lo = self._i
+            j = self._i
+            if self._close_ts[j] > stop:
+                break
+            self._bar_events(j, fills, updates, intents)
+            self._i = j + 1
+            if intents and stop == until and not self.self_approve:
+                stop = min(until, ceil_to(int(self._close_ts[j]), self.sync))
+        if self._i > lo:
+            segments.append((self._close_ts[lo : self._i], self._mark[lo : self._i]))
+        return stop
+
+    def _bar_events(
+        self, j: int, fills: list[Fill], updates: list[OrderUpdate], intents: list[OrderIntent]
+    ) -> None:
+        """Bar ``j``: fills at its open (and a perpetual's margin events), each fill to
+        ``on_fill``, the timers due, then ``on_bar`` at its close."""
+        strategy = self.strategy
+        assert isinstance(strategy, SignalStrategy)
+        state = self._ctx_state
+        close_ts = int(self._close_ts[j])
+        if not self._started:
+            self._started = True
+            state.now = int(self._open_ts[j])
+            self._signal(strategy.on_start(self._ctx), j, state.now, intents, updates)
+            if strategy.timer_ns:
+                self._next_timer = ceil_to(state.now, strategy.timer_ns)
+        n0 = len(fills)
+        if self.perp is None:
+            if self._has_orders():
+                self._fill_pending(j, j + 1, fills, updates)
+        else:
+            self._process_perp(j, j + 1, fills, updates, intents)
+        for f in fills[n0:]:
+            state.now = f.ts_event
+            self._signal(strategy.on_fill(f, self._ctx), j, f.ts_event, intents, updates, f.price)
+        step = strategy.timer_ns
+        while step and self._next_timer <= close_ts:
+            state.now = self._next_timer
+            self._signal(
+                strategy.on_timer(self._next_timer, self._ctx), j, state.now, intents, updates
+            )
+            self._next_timer += step
+        state.now = close_ts
+        state.bars += 1
+        bar = Bar(
+            int(self._open_ts[j]),
+            close_ts,
+            float(self._open[j]),
+            float(self._high[j]),
+            float(self._low[j]),
+            float(self._close[j]),
+            float(self._volume[j]),
+        )
+        self._signal(strategy.on_bar(bar, self._ctx), j, close_ts, intents, updates)
+
+    def _working(self) -> bool:
+        return bool(self.venue.open_orders())
+
+    def _signal(
+        self,
+        sig: Signal | None,
+        c: int,
+        ts: int,
+        intents: list[OrderIntent],
+        updates: list[OrderUpdate],
+        ref: float | None = None,
+    ) -> None:
+        """Turn a signal into an intent (see tickray.engine.signals)."""
+        if sig is None:
+            return
+        strategy = self.strategy
+        assert isinstance(strategy, SignalStrategy)
+        if not isinstance(sig, Signal):
+            raise SignalError(
+                f"{self.symbol}: strategy '{strategy.name}' returned {sig!r}, not a Signal"
+            )
+        if self._ctx_state.bars < strategy.warmup:
+            return
+        price = float(self._close[c]) if ref is None else ref
+        s = sig.side.value
+        for name, level, want in (
+            ("take_profit", sig.take_profit, 1),
+            ("stop_loss", sig.stop_loss, -1),
+        ):
+            if level is not None and sig.entry is Entry.MARKET and want * s * (level - price) <= 0:
+                raise SignalError(
+                    f"{self.symbol} at {ts}: signal.{name} {level} is on the wrong side of the "
+                    f"{sig.side.name} entry near {price}"
+                )
+        # what the last signal left working (an unfilled entry, exits) is replaced
+        v = self.venue
+        v.now = max(v.now, ts)
+        for o in v.open_orders():
+            v.cancel_now(o.order_id, ts, "replaced by a new signal")
+        self._collect([], updates)  # cancels fill nothing
+        for oid in sorted(self.open_intents):
+            # undecided intents of earlier signals stay; their exits follow the latest signal
+            self._exits.pop(oid, None)
+        size = self.spec.floor_qty(self.allocation * sig.confidence / price)
+        desired = s * size
+        if desired < 0 and not self.allow_short:
+            desired = 0.0  # a spot account without shorting: a sell signal means flat
+            sig = Signal(Direction.FLAT)
+        delta = self.spec.round_qty(desired - self.committed)
+        if delta == 0:
+            if sig.has_exits and desired != 0:
+                if self.open_intents:  # the position is still on its way: exits follow it
+                    self._exits[max(self.open_intents)] = (sig, abs(desired))
+                elif self.spec.round_qty(self.position - desired) == 0:
+                    self._place_exits(sig, abs(desired), 0, ts)
+                    self._collect([], updates)
+            return
+        qty = abs(delta)
+        if not self.spec.tradable(qty, price):
+            return
+        side = Side.BUY if delta > 0 else Side.SELL
+        order_type, limit, stop = OrderType.MARKET, None, None
+        if sig.entry is Entry.LIMIT:
+            order_type, limit = OrderType.LIMIT, self.spec.round_price(float(sig.price or 0))
+        elif sig.entry is Entry.STOP:
+            order_type, stop = OrderType.STOP_MARKET, self.spec.round_price(float(sig.price or 0))
+        intent = OrderIntent(
+            self.symbol,
+            self._next_id,
+            ts,
+            side,
+            order_type,
+            qty,
+            limit,
+            stop,
+            TimeInForce.GTC,
+            desired == 0,
+            price,
+            strategy.name,
+            self._pside,
+        )
+        self._next_id += 1
+        self.committed = self.spec.round_qty(self.committed + delta)
+        self.open_intents[intent.intent_id] = intent
+        if sig.has_exits and desired != 0:
+            self._exits[intent.intent_id] = (sig, abs(desired))
+        if not self.self_approve:
+            intents.append(intent)
+            return
+        updates.append(_update(intent, OrderStatus.SUBMITTED, ts, intent.qty, ""))
+        self._apply([self._self_decide(intent)], ts, updates)
+
+    def _place_exits(self, sig: Signal, qty: float, parent: int, ts: int) -> None:
+        """The signal's exits for a position of ``qty``: reduce-only, one cancels the
+        others, held until ``parent`` fills (0: placed now)."""
+        exit_side = Side.SELL if sig.side is Direction.BUY else Side.BUY
+        reqs = []
+        if sig.take_profit is not None:
+            reqs.append(
+                OrderRequest(
+                    side=exit_side,
+                    qty=qty,
+                    order_type=OrderType.LIMIT,
+                    price=self.spec.round_price(sig.take_profit),
+                    reduce_only=True,
+                    tag="take_profit",
+                )
+            )
+        if sig.stop_loss is not None:
+            reqs.append(
+                OrderRequest(
+                    side=exit_side,
+                    qty=qty,
+                    order_type=OrderType.STOP_MARKET,
+                    stop_price=self.spec.round_price(sig.stop_loss),
+                    reduce_only=True,
+                    tag="stop_loss",
+                )
+            )
+        if sig.trail is not None:
+            reqs.append(
+                OrderRequest(
+                    side=exit_side,
+                    qty=qty,
+                    order_type=OrderType.TRAILING_STOP,
+                    trail=sig.trail,
+                    reduce_only=True,
+                    tag="trailing_stop",
+                )
+            )
+        v = self.venue
+        ids = []
+        for req in reqs:
+            oid = self._next_id
+            self._next_id += 1
+            v.submit(req, parent=parent, order_id=oid)
+            self._children.add(oid)
+            ids.append(oid)
+        if len(ids) > 1:
+            v.link_oco(ids)
+        v.run_actions(ts)
 
     def _first_event(self, i: int, n: int) -> int:
         """Index of the first bar in ``[i, n)`` whose target change needs the portfolio.
@@ -783,6 +1042,8 @@ class SymbolSim:
         if new_fills:
             for f in new_fills:
                 self.flow += self._cash_of(f)
+                if f.order_id in self._children:  # an exit moved the position unasked
+                    self.committed = self.spec.round_qty(self.committed + f.side * f.qty)
             self._take_shortfall(self.venue)
             fills.extend(new_fills)
             self._realized.extend(realized)
@@ -790,6 +1051,10 @@ class SymbolSim:
         if self._other is not None and ups:
             ups = [u._replace(position_side=self._pside) for u in ups]
         for u in ups:
+            if u.order_id in self._children:
+                if u.status in _ENDED:
+                    self._children.discard(u.order_id)
+                continue
             if u.status in _ENDED:
                 self.pending_cash -= self._estimates.pop(u.order_id, 0.0)
                 if u.status is not OrderStatus.FILLED:
@@ -813,6 +1078,7 @@ class SymbolSim:
         sized at the strategy's ``leg_fraction`` of the allocation."""
         changed = code ^ self._leg_code
         self._leg_code = code
+        assert isinstance(self.strategy, BarStrategy)  # hedge mode runs leg strategies
         alloc = self.allocation * self.strategy.leg_fraction
         size = self.spec.floor_qty(alloc / float(self._close[c]))
         wants = []
@@ -899,6 +1165,7 @@ class SymbolSim:
                         reason=why,
                     )
             if d.action == RiskAction.REJECT:
+                self._exits.pop(intent.intent_id, None)
                 self.committed = self.spec.round_qty(self.committed - intent.side * intent.qty)
                 updates.append(_update(intent, OrderStatus.REJECTED, t, intent.qty, d.reason))
                 continue
@@ -916,11 +1183,21 @@ class SymbolSim:
             v.now = max(v.now, t)
             self._since = t
             v.submit(
-                OrderRequest(side=intent.side, qty=qty, tag=intent.tag),
+                OrderRequest(
+                    side=intent.side,
+                    qty=qty,
+                    order_type=intent.order_type,
+                    price=intent.price,
+                    stop_price=intent.stop_price,
+                    tag=intent.tag,
+                ),
                 order_id=intent.intent_id,
                 announce=False,
                 note=d.reason,
             )
+            exits = self._exits.pop(intent.intent_id, None)
+            if exits is not None:
+                self._place_exits(exits[0], exits[1], intent.intent_id, t)
             v.run_actions(t)
             self._collect([], updates)
 

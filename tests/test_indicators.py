@@ -104,14 +104,16 @@ def test_strategy_targets_batch_equal_on_bar(xs: list[float], chunk: int) -> Non
 
 def test_unknown_strategy_and_bad_params_name_the_problem() -> None:
     with pytest.raises(
-        ParamError, match="unknown strategy 'nope' \\(known: hedged_trend, momentum, sma_cross\\)"
+        ParamError, match="unknown strategy 'nope' \\(known: breakout, breakout_trail,"
     ):
         make_strategy("nope")
     with pytest.raises(ParamError, match="has no parameter 'windw' \\(known: threshold, window\\)"):
         make_strategy("momentum", {"windw": 3})
-    with pytest.raises(ParamError, match="strategy.params.window: must be an integer, got 'x'"):
+    with pytest.raises(
+        ParamError, match="strategy.params.window: must be an integer >= 1, got 'x'"
+    ):
         make_strategy("momentum", {"window": "x"})
-    with pytest.raises(ParamError, match="strategy.params.window: must be >= 1"):
+    with pytest.raises(ParamError, match="strategy.params.window: must be an integer >= 1"):
         make_strategy("momentum", {"window": 0})
     with pytest.raises(ParamError, match="fast \\(50\\) must be smaller than slow \\(20\\)"):
         make_strategy("sma_cross", {"fast": 50, "slow": 20})
