@@ -12,29 +12,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from tickray.engine.clock import duration_ns, iso, parse_time
+from tickray.cluster.spec import build_run, config_from_document, load_spec, merge
+from tickray.engine.clock import duration_ns, iso
 from tickray.engine.config import (
     AccountConfig,
     ConfigError,
     ExecutionConfig,
-    PerpConfig,
     RunConfig,
-    StrategyConfig,
 )
 from tickray.engine.instruments import SymbolSpec
-from tickray.engine.strategies import ParamError
+from tickray.engine.strategies import ParamError, strategy_names
 
-DEMO_SYMBOLS = 8
-DEMO_DAYS = 30
-DEMO_SEED = 7
-DEMO_START = "2024-01-01"
 DEMO_STRATEGY = "momentum"
 DEMO_PARAMS: dict[str, Any] = {"window": 60, "threshold": 0.01}
 
@@ -60,95 +54,97 @@ def _symbols(values: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def demo_data_dir() -> Path:
-    base = os.environ.get("TICKRAY_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "tickray"
-    )
-    return Path(base) / f"demo-v2-{DEMO_SYMBOLS}x{DEMO_DAYS}d-seed{DEMO_SEED}"
+def spec_document(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's spec document: the spec file (if any) with the flags given on top.
+
+    Each flag is a shortcut for one spec key (``--fee`` is ``account.taker_fee``,
+    ``--perp`` is ``account.type = "perp"``, ...); a flag not given leaves the
+    file's value or the default. ``--demo`` without a strategy runs the demo's
+    momentum settings on Ray.
+    """
+    doc: dict[str, Any] = load_spec(args.spec) if args.spec else {}
+    over: dict[str, dict[str, Any]] = {}
+
+    def put(path: str, value: object) -> None:
+        if value is not None:
+            section, key = path.split(".")
+            over.setdefault(section, {})[key] = value
+
+    if args.demo and args.data:
+        raise UsageError("backtest: give --demo or --data, not both")
+    if args.demo:
+        put("data.source", "demo")
+    if args.data:
+        put("data.source", "files")
+        put("data.path", args.data)
+    put("universe.symbols", list(_symbols(args.symbols)) if args.symbols else None)
+    for flag, path in _FLAG_KEYS.items():
+        put(path, getattr(args, flag))
+    if args.no_fuse:
+        put("run.fuse", False)
+    if args.balance:
+        put("account.balances", _balances(args.balance))
+    if args.impact:
+        put("execution.impact", _impact(args.impact))
+    if args.symbol_fee:
+        put("execution.symbol_fees", _symbol_fees(args.symbol_fee))
+    if args.perp:
+        put("account.type", "perp")
+    if args.symbol_leverage:
+        put("perp.symbol_leverage", _symbol_leverage(args.symbol_leverage))
+    if args.funding:
+        put("perp.funding", _funding(args.funding))
+    merged = merge(doc, over)
+    strat = dict(merged.get("strategy") or {})
+    if args.strategy and strat.get("name") not in (None, args.strategy) and not args.param:
+        strat.pop("params", None)  # the file's parameters belong to another strategy
+    if args.strategy:
+        strat["name"] = args.strategy
+    demo = (merged.get("data") or {}).get("source", "demo") == "demo"
+    if demo and "name" not in strat:
+        strat = {"name": DEMO_STRATEGY, "params": dict(DEMO_PARAMS) | strat.get("params", {})}
+    if args.param:
+        strat["params"] = dict(strat.get("params") or {}) | _parse_params(args.param)
+    if strat:
+        merged["strategy"] = strat
+    if args.demo and "backend" not in (merged.get("run") or {}):
+        merged = merge(merged, {"run": {"backend": "ray"}})
+    return merged
 
 
-def ensure_demo_data() -> Path:
-    """Generate the demo universe once (deterministic); later runs reuse it."""
-    from tickray.feeds.synthetic import write_demo_dataset
-
-    root = demo_data_dir()
-    done = root / ".complete"
-    if not done.exists():
-        tmp = root.with_name(root.name + f".tmp-{os.getpid()}")
-        write_demo_dataset(
-            tmp, n_symbols=DEMO_SYMBOLS, days=DEMO_DAYS, seed=DEMO_SEED, start=DEMO_START
-        )
-        (tmp / ".complete").write_text("ok\n")
-        if root.exists():
-            import shutil
-
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    return root
+# flags that set one spec key as given
+_FLAG_KEYS = {
+    "interval": "data.interval",
+    "start": "data.start",
+    "end": "data.end",
+    "backend": "run.backend",
+    "address": "run.address",
+    "sync": "run.sync",
+    "symbols_per_actor": "run.symbols_per_actor",
+    "approval": "run.approval",
+    "cash": "account.cash",
+    "fee": "account.taker_fee",
+    "allow_short": "account.allow_short",
+    "currency": "account.currency",
+    "fee_asset": "account.fee_asset",
+    "fraction": "sizing.fraction",
+    "spread_bps": "execution.spread_bps",
+    "participation": "execution.participation",
+    "maker_fee": "execution.maker_fee",
+    "rules": "execution.rules",
+    "calendar": "execution.calendar",
+    "hours": "execution.hours",
+    "leverage": "perp.leverage",
+    "margin_mode": "perp.margin_mode",
+    "position_mode": "perp.position_mode",
+    "marks": "perp.marks",
+    "liquidation_fee": "perp.liquidation_fee",
+}
 
 
 def build_config(args: argparse.Namespace) -> RunConfig:
-    from tickray.feeds.store import data_range, list_symbols, read_symbol_specs
-
-    if args.demo:
-        root = ensure_demo_data()
-        interval = "1m"
-        symbols = tuple(list_symbols(root, interval))
-        strategy = args.strategy or DEMO_STRATEGY
-        params = dict(DEMO_PARAMS) if strategy == DEMO_STRATEGY else {}
-        allow_short = True if args.allow_short is None else args.allow_short
-    else:
-        if not args.data:
-            raise UsageError("backtest: give --demo, or --data DIR with --symbols")
-        root = Path(args.data)
-        if not root.is_dir():
-            raise UsageError(f"--data: {root} is not a folder")
-        interval = args.interval
-        if not args.symbols:
-            raise UsageError("--symbols: required with --data")
-        symbols = _symbols(args.symbols)
-        strategy = args.strategy or "momentum"
-        params = {}
-        allow_short = bool(args.allow_short)
-    params.update(_parse_params(args.param or []))
-    interval_ns = duration_ns(interval)
-    if args.start:
-        start = parse_time(args.start)
-    else:
-        start = min(data_range(root, interval, s)[0] for s in symbols)
-    if args.end:
-        end = parse_time(args.end)
-    else:
-        end = max(data_range(root, interval, s)[1] for s in symbols) + interval_ns
-    raw_specs = read_symbol_specs(root)
-    specs = {
-        s: SymbolSpec(s, **cast(dict[str, Any], raw_specs[s])) for s in symbols if s in raw_specs
-    }
-    return RunConfig(
-        data_root=str(root),
-        interval_ns=interval_ns,
-        symbols=symbols,
-        start_ns=start,
-        end_ns=end,
-        strategy=StrategyConfig(strategy, params),
-        account=AccountConfig(
-            initial_cash=args.cash,
-            taker_fee=args.fee,
-            allow_short=allow_short,
-            currency=args.currency.upper(),
-            balances=_balances(args.balance or []),
-            fee_asset=args.fee_asset,
-        ),
-        execution=_execution(args),
-        perp=_perp(args),
-        specs=specs,
-        sync_ns=duration_ns(args.sync) if args.sync else 0,
-        position_fraction=args.fraction,
-        symbols_per_actor=args.symbols_per_actor,
-        fuse=not args.no_fuse,
-        backend=args.backend or ("ray" if args.demo else "local"),
-        approval=args.approval,
-    )
+    """The run configuration of a ``backtest`` command line (spec file and flags)."""
+    return config_from_document(spec_document(args))
 
 
 def default_out() -> Path:
@@ -178,6 +174,40 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     )
     print(f"results: {result.out}  (report: {result.out / 'report.html'})")
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run every point of a spec's parameter grid, one after another, into OUT/<k>/."""
+    from tickray.cluster.runner import run_backtest
+    from tickray.engine.spec import expand_grid, parse_spec
+
+    doc = load_spec(args.spec)
+    if args.backend:
+        doc = merge(doc, {"run": {"backend": args.backend}})
+    spec = parse_spec(doc)
+    points = expand_grid(spec)
+    configs = [build_run(spec, params) for params in points]  # every point checked first
+    out = Path(args.out) if args.out else default_out()
+    if out.exists():
+        raise UsageError(f"--out: {out} already exists")
+    print(f"tickray: sweep of {len(points)} runs of {spec.get('strategy.name')}", flush=True)
+    rows = []
+    for k, (params, config) in enumerate(zip(points, configs, strict=True)):
+        res = run_backtest(config, out / f"{k:04d}", progress=False)
+        m = res.metrics["portfolio"]
+        rows.append({"run": k, "params": params} | {x: m[x] for x in _SWEEP_COLUMNS})
+        shown = " ".join(f"{n}={v}" for n, v in sorted(params.items()))
+        print(
+            f"{k:4d}  {shown:<40} return {m['total_return'] * 100:8.2f}%  "
+            f"sharpe {m['sharpe']:7.2f}  trades {m['trades']:6d}",
+            flush=True,
+        )
+    (out / "sweep.json").write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+    print(f"results: {out}  (summary: {out / 'sweep.json'})")
+    return 0
+
+
+_SWEEP_COLUMNS = ("total_return", "sharpe", "max_drawdown", "trades", "fees")
 
 
 def build_l2_config(args: argparse.Namespace) -> RunConfig:
@@ -275,33 +305,26 @@ def cmd_import_klines(args: argparse.Namespace) -> int:
     return 0
 
 
-def _execution(args: argparse.Namespace) -> ExecutionConfig:
-    impact = None
-    if args.impact:
-        try:
-            impact = json.loads(args.impact)
-        except json.JSONDecodeError as e:
-            raise UsageError(f"--impact: not JSON ({e.msg}): {args.impact!r}") from None
-        if not isinstance(impact, dict):
-            raise UsageError(f"--impact: expected a JSON object, got {args.impact!r}")
-    symbol_fees: dict[str, tuple[float, float]] = {}
-    for item in args.symbol_fee or []:
+def _impact(text: str) -> dict[str, Any]:
+    try:
+        impact = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UsageError(f"--impact: not JSON ({e.msg}): {text!r}") from None
+    if not isinstance(impact, dict):
+        raise UsageError(f"--impact: expected a JSON object, got {text!r}")
+    return impact
+
+
+def _symbol_fees(items: list[str]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for item in items:
         name, _, rates = item.partition("=")
         try:
             maker, taker = (float(x) for x in rates.split(","))
         except ValueError:
             raise UsageError(f"--symbol-fee: expected SYMBOL=MAKER,TAKER, got {item!r}") from None
-        symbol_fees[name.strip().upper()] = (maker, taker)
-    return ExecutionConfig(
-        symbol_fees=symbol_fees,
-        spread_bps=args.spread_bps,
-        participation=args.participation,
-        maker_fee=args.maker_fee,
-        impact=impact,
-        rules=args.rules,
-        calendar=args.calendar,
-        hours=args.hours,
-    )
+        out[name.strip().upper()] = [maker, taker]
+    return out
 
 
 def _balances(items: list[str]) -> dict[str, float]:
@@ -315,73 +338,66 @@ def _balances(items: list[str]) -> dict[str, float]:
     return out
 
 
-def _perp(args: argparse.Namespace) -> PerpConfig | None:
-    if not args.perp:
-        return None
+def _symbol_leverage(items: list[str]) -> dict[str, float]:
     lev: dict[str, float] = {}
-    for item in args.symbol_leverage or []:
+    for item in items:
         name, _, value = item.partition("=")
         try:
             lev[name.strip().upper()] = float(value)
         except ValueError:
             raise UsageError(f"--symbol-leverage: expected SYMBOL=X, got {item!r}") from None
-    funding: object = "store"
-    items = args.funding or []
+    return lev
+
+
+def _funding(items: list[str]) -> object:
     if items == ["none"] or items == ["store"]:
-        funding = items[0]
-    elif items:
-        files: dict[str, str] = {}
-        for item in items:
-            name, _, path = item.partition("=")
-            if not path:
-                raise UsageError(f"--funding: expected store, none or SYMBOL=FILE, got {item!r}")
-            files[name.strip().upper()] = path
-        funding = files
-    return PerpConfig(
-        leverage=args.leverage,
-        symbol_leverage=lev,
-        margin_mode=args.margin_mode,
-        position_mode=args.position_mode,
-        liquidation_fee=args.liquidation_fee,
-        funding=funding,
-        marks=args.marks,
-    )
+        return items[0]
+    files: dict[str, str] = {}
+    for item in items:
+        name, _, path = item.partition("=")
+        if not path:
+            raise UsageError(f"--funding: expected store, none or SYMBOL=FILE, got {item!r}")
+        files[name.strip().upper()] = path
+    return files
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tickray", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("backtest", help="replay history through the actor topology")
+    b = sub.add_parser(
+        "backtest",
+        help="replay history through the actor topology",
+        description="Run a spec file (TOML or JSON, see docs/spec.md); each flag sets one "
+        "spec key on top of it (defaults: the spec reference).",
+    )
+    b.add_argument("spec", nargs="?", help="run spec file (.toml or .json)")
     b.add_argument("--demo", action="store_true", help="replay the embedded synthetic universe")
     b.add_argument("--data", help="data folder in the canonical layout (bars/<interval>/<SYMBOL>/)")
     b.add_argument("--symbols", nargs="+", help="symbols (space or comma separated)")
-    b.add_argument("--interval", default="1m", help="bar interval (default 1m)")
+    b.add_argument("--interval", help="bar interval (default 1m)")
     b.add_argument("--start", help="first bar open time, ISO-8601 UTC (default: first bar)")
     b.add_argument("--end", help="end time, exclusive, ISO-8601 UTC (default: after the last bar)")
-    b.add_argument("--strategy", help="momentum | sma_cross")
+    b.add_argument("--strategy", help=" | ".join(strategy_names()))
     b.add_argument("--param", action="append", metavar="NAME=VALUE", help="strategy parameter")
     b.add_argument(
         "--backend", choices=["local", "ray"], help="default: ray for --demo, else local"
     )
     b.add_argument("--address", help="Ray cluster address to join (ray backend)")
     b.add_argument("--sync", help="step length, e.g. 1m, 1h (default: the bar interval)")
-    b.add_argument("--symbols-per-actor", type=int, default=0, help="0: spread over the CPUs")
+    b.add_argument("--symbols-per-actor", type=int, help="0: spread over the CPUs")
     b.add_argument(
         "--approval",
         choices=["portfolio", "symbol"],
-        default="portfolio",
         help="cash check by the portfolio at each step's end, or by each symbol's sub-account",
     )
     b.add_argument("--no-fuse", action="store_true", help="one round per step (same results)")
-    b.add_argument("--cash", type=float, default=100_000.0, help="initial cash in quote asset")
-    b.add_argument("--fee", type=float, default=0.001, help="taker fee rate (0.001 = 0.1%%)")
-    b.add_argument("--fraction", type=float, default=0.9, help="share of each symbol's allocation")
+    b.add_argument("--cash", type=float, help="initial cash in quote asset")
+    b.add_argument("--fee", type=float, help="taker fee rate (0.001 = 0.1%%)")
+    b.add_argument("--fraction", type=float, help="share of each symbol's allocation")
     b.add_argument(
         "--allow-short", action=argparse.BooleanOptionalAction, default=None, help="margin shorts"
     )
-    b.add_argument(
-        "--currency", default="USDT", help="the asset --cash is in and results are valued in"
-    )
+    b.add_argument("--currency", help="the asset --cash is in and results are valued in")
     b.add_argument(
         "--balance",
         action="append",
@@ -391,12 +407,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--fee-asset",
         choices=("quote", "base"),
-        default="quote",
         help="spot fees in the quote asset, or a buy's fee from the base asset received",
     )
-    b.add_argument(
-        "--spread-bps", type=float, default=0.0, help="assumed spread; market orders pay half"
-    )
+    b.add_argument("--spread-bps", type=float, help="assumed spread; market orders pay half")
     b.add_argument(
         "--participation", type=float, help="max share of a bar's volume our fills take (0-1]"
     )
@@ -411,22 +424,19 @@ def parser() -> argparse.ArgumentParser:
         "--impact",
         help='impact model as JSON, e.g. \'{"model": "sqrt", "coef": 1, "decay": "60s"}\'',
     )
-    b.add_argument("--rules", choices=("round", "reject"), default="round", help="off-grid orders")
-    b.add_argument("--calendar", default="24/7", help="trading hours: 24/7 | NYSE")
-    b.add_argument(
-        "--hours", choices=("wait", "reject"), default="wait", help="orders outside the hours"
-    )
+    b.add_argument("--rules", choices=("round", "reject"), help="off-grid orders")
+    b.add_argument("--calendar", help="trading hours: 24/7 | NYSE")
+    b.add_argument("--hours", choices=("wait", "reject"), help="orders outside the hours")
     g = b.add_argument_group("perpetual futures (USD-M)")
     g.add_argument("--perp", action="store_true", help="a USD-M perpetual account, not spot")
-    g.add_argument("--leverage", type=float, default=1.0, help="every symbol's leverage")
+    g.add_argument("--leverage", type=float, help="every symbol's leverage")
     g.add_argument(
         "--symbol-leverage", action="append", metavar="SYMBOL=X", help="one symbol's leverage"
     )
-    g.add_argument("--margin-mode", choices=("cross", "isolated"), default="cross")
+    g.add_argument("--margin-mode", choices=("cross", "isolated"))
     g.add_argument(
         "--position-mode",
         choices=("one-way", "hedge"),
-        default="one-way",
         help="one net position per symbol, or a long and a short one (hedge)",
     )
     g.add_argument(
@@ -435,15 +445,16 @@ def parser() -> argparse.ArgumentParser:
         metavar="store|none|SYMBOL=FILE",
         help="funding rates: the data folder's (store, the default), none, or a CSV per symbol",
     )
-    g.add_argument(
-        "--marks", choices=("store", "last"), default="store", help="mark prices (or last price)"
-    )
-    g.add_argument(
-        "--liquidation-fee", type=float, default=0.0125, help="clearance fee rate of notional"
-    )
+    g.add_argument("--marks", choices=("store", "last"), help="mark prices (or last price)")
+    g.add_argument("--liquidation-fee", type=float, help="clearance fee rate of notional")
     b.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_backtest)
+    w = sub.add_parser("sweep", help="run every point of a spec's parameter grid")
+    w.add_argument("spec", help="run spec file (.toml or .json) with list or range parameters")
+    w.add_argument("--backend", choices=("local", "ray"), help="override run.backend")
+    w.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
+    w.set_defaults(func=cmd_sweep)
     k = sub.add_parser("import-klines", help="convert Binance kline CSVs to the canonical layout")
     k.add_argument("files", nargs="+", help="kline CSV files (.csv or .csv.gz)")
     k.add_argument("--symbol", required=True)

@@ -122,18 +122,18 @@ def test_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     rc, _, err = _run(
         capsys, "backtest", "--data", str(tmp_path / "nope"), "--symbols", "X", "--out", str(out)
     )
-    _assert_failed_cleanly(rc, err, out, "--data", "is not a folder")
+    _assert_failed_cleanly(rc, err, out, "data.path:", "is not a folder")
 
 
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--strategy", "nope"], "unknown strategy 'nope'"),
+        (["--strategy", "nope"], "strategy.name: unknown strategy 'nope' (known: breakout,"),
         (["--param", "windw=3"], "has no parameter 'windw'"),
-        (["--param", "window=x"], "strategy.params.window: must be an integer, got 'x'"),
+        (["--param", "window=x"], "strategy.params.window: must be an integer >= 1, got 'x'"),
         (["--param", "window"], "--param: expected NAME=VALUE"),
-        (["--sync", "5x"], "invalid duration '5x'"),
-        (["--start", "yesterday"], "invalid time 'yesterday'"),
+        (["--sync", "5x"], "run.sync: must be a duration like '1m' or '4h', got '5x'"),
+        (["--start", "yesterday"], "data.start: must be an ISO-8601 UTC time"),
     ],
 )
 def test_bad_strategy_or_options(

@@ -1,0 +1,486 @@
+"""The run spec: one declarative document describing a whole run, checked at the edge.
+
+A spec is a mapping of sections to keys (a TOML file, or JSON through the
+API). Every key has a default, so ``{"data": {"source": "demo"},
+"strategy": {"name": "momentum"}}`` is a complete spec. Unknown sections and
+keys are errors, and every error names the key path and the problem
+(``strategy.params.window: must be an integer >= 1, got 'x'``).
+
+:data:`SCHEMA` is the single definition of the sections, keys, types,
+defaults and constraints: validation reads it, and the reference
+documentation is generated from it (:func:`reference_markdown`).
+
+**Parameter grids.** A strategy parameter given as a list (``window = [10,
+20, 40]``) or as a range table (``threshold = {start = 0.01, stop = 0.03,
+step = 0.01}``, ``stop`` included when the steps land on it) makes the spec
+a sweep: :func:`expand_grid` gives one parameter set per point of the
+cartesian product, in a fixed order (keys sorted, values as given), each
+checked like a single run's.
+
+Nothing here reads files or data: :mod:`tickray.cluster.spec` loads the
+document and resolves the data source and the universe.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tickray.engine.clock import duration_ns, parse_time
+from tickray.engine.config import ConfigError
+from tickray.engine.strategies import ParamError, make_strategy, strategy_names
+
+MAX_GRID = 100_000
+"""The most runs a spec's parameter grid may expand into."""
+
+
+class SpecError(ConfigError):
+    """A spec that cannot run; the message names the key path and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """One key of a section: its kind, default, meaning and constraints.
+
+    Kinds: ``str``, ``int``, ``float``, ``bool``, ``duration`` (``"1m"``,
+    ``"4h"``), ``time`` (ISO-8601 UTC), ``symbols`` (a list of names, or one
+    comma-separated string), ``table`` (a mapping checked by the section's
+    consumer), ``assets`` (asset -> amount). ``optional`` keys may be absent
+    (their default is None).
+    """
+
+    kind: str
+    default: Any
+    doc: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+    above: bool = False  # the minimum itself is excluded
+    optional: bool = False
+
+    def describe(self) -> str:
+        """The constraint in words, as errors and the reference state it."""
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        noun = {
+            "int": "an integer",
+            "float": "a number",
+            "bool": "true or false",
+            "str": "a string",
+            "duration": "a duration like '1m' or '4h'",
+            "time": "an ISO-8601 UTC time like '2024-01-01' or '2024-01-01T12:00:00Z'",
+            "symbols": "a list of symbol names",
+            "table": "a table",
+            "assets": "a table of asset -> amount",
+        }[self.kind]
+        bounds = []
+        if self.minimum is not None:
+            bounds.append(f"{'>' if self.above else '>='} {self.minimum:g}")
+        if self.maximum is not None:
+            bounds.append(f"<= {self.maximum:g}")
+        return noun + (" " + " and ".join(bounds) if bounds else "")
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "data": {
+        "source": Key(
+            "str",
+            "demo",
+            "Where bars come from: the embedded synthetic universe (generated on first "
+            "use, no download) or a data folder in the canonical layout.",
+            choices=("demo", "files"),
+        ),
+        "path": Key(
+            "str",
+            None,
+            "The data folder (bars/<interval>/<SYMBOL>/...) when source is 'files'.",
+            optional=True,
+        ),
+        "interval": Key("duration", "1m", "Bar interval to replay."),
+        "start": Key("time", None, "First bar open time (default: the first bar).", optional=True),
+        "end": Key(
+            "time", None, "End time, exclusive (default: after the last bar).", optional=True
+        ),
+    },
+    "universe": {
+        "symbols": Key(
+            "symbols", None, "Symbols to trade (default: every symbol in the data).", optional=True
+        ),
+        "quote": Key(
+            "str", None, "Keep only symbols quoted in this asset (e.g. USDT).", optional=True
+        ),
+        "min_volume": Key(
+            "float",
+            0.0,
+            "Keep symbols whose average daily quote volume over the run is at least this.",
+            minimum=0.0,
+        ),
+        "min_history": Key(
+            "duration",
+            None,
+            "Keep symbols with at least this much history up to the run's end.",
+            optional=True,
+        ),
+    },
+    "account": {
+        "type": Key(
+            "str", "spot", "Spot cash account or USD-M perpetual futures.", choices=("spot", "perp")
+        ),
+        "cash": Key("float", 100_000.0, "Initial cash in the currency.", minimum=0.0, above=True),
+        "currency": Key("str", "USDT", "The asset cash is in and results are valued in."),
+        "balances": Key(
+            "assets", {}, "Starting balances of other quote assets (e.g. {BTC = 0.5})."
+        ),
+        "taker_fee": Key(
+            "float", 0.001, "Taker fee, a fraction of notional.", minimum=0.0, maximum=0.1
+        ),
+        "fee_asset": Key(
+            "str",
+            "quote",
+            "Spot fees in the quote asset, or a buy's fee from the base received.",
+            choices=("quote", "base"),
+        ),
+        "allow_short": Key(
+            "bool",
+            None,
+            "Allow short positions (default: true for perpetuals and the demo, else false).",
+            optional=True,
+        ),
+        "short_margin": Key(
+            "float", 0.5, "Spot shorts lock this times their notional.", minimum=0.0
+        ),
+        "price_buffer": Key(
+            "float",
+            0.02,
+            "Adverse move allowed for between approval and fill in cash and margin checks.",
+            minimum=0.0,
+            maximum=1.0,
+        ),
+    },
+    "perp": {
+        "leverage": Key("float", 1.0, "Every symbol's leverage.", minimum=1.0),
+        "symbol_leverage": Key("assets", {}, "Leverage of named symbols."),
+        "margin_mode": Key("str", "cross", "Margin mode.", choices=("cross", "isolated")),
+        "position_mode": Key(
+            "str",
+            "one-way",
+            "One net position, or a long and a short one per symbol.",
+            choices=("one-way", "hedge"),
+        ),
+        "brackets": Key(
+            "table", {}, "Notional brackets per symbol: [[floor, cap, max_leverage, mmr, cum]]."
+        ),
+        "liquidation_fee": Key(
+            "float",
+            0.0125,
+            "Clearance fee, a fraction of the liquidated notional.",
+            minimum=0.0,
+            maximum=1.0,
+        ),
+        "funding": Key(
+            "table",
+            "store",
+            "Funding rates: 'store' (the data folder's), 'none', or symbol -> CSV file.",
+        ),
+        "marks": Key(
+            "str",
+            "store",
+            "Mark prices from the data, or the last price.",
+            choices=("store", "last"),
+        ),
+    },
+    "strategy": {
+        "name": Key(
+            "str",
+            "momentum",
+            "A registered strategy: " + ", ".join(strategy_names()) + ".",
+        ),
+        "params": Key(
+            "table",
+            {},
+            "The strategy's parameters; a list or {start, stop, step} makes a grid.",
+        ),
+    },
+    "sizing": {
+        "fraction": Key(
+            "float",
+            0.9,
+            "Share of each symbol's equal allocation a position takes.",
+            minimum=0.0,
+            maximum=1.0,
+            above=True,
+        ),
+    },
+    "execution": {
+        "spread_bps": Key(
+            "float", 0.0, "Assumed spread in basis points; market orders pay half.", minimum=0.0
+        ),
+        "spread_ticks": Key("int", 0, "Minimum assumed spread in ticks.", minimum=0),
+        "participation": Key(
+            "float",
+            None,
+            "Largest share of a bar's volume our fills take.",
+            minimum=0.0,
+            maximum=1.0,
+            above=True,
+            optional=True,
+        ),
+        "maker_fee": Key(
+            "float",
+            None,
+            "Maker fee (default: the taker fee).",
+            minimum=-0.01,
+            maximum=0.1,
+            optional=True,
+        ),
+        "symbol_fees": Key("table", {}, "Per-symbol [maker, taker] fee rates."),
+        "impact": Key(
+            "table",
+            None,
+            "Impact model, e.g. {model = 'sqrt', coef = 1, decay = '60s'}.",
+            optional=True,
+        ),
+        "rules": Key(
+            "str",
+            "round",
+            "Off-grid prices and sizes are rounded or rejected.",
+            choices=("round", "reject"),
+        ),
+        "calendar": Key("str", "24/7", "Trading hours: '24/7' or 'NYSE'."),
+        "hours": Key(
+            "str",
+            "wait",
+            "Orders outside the hours wait for the open or are rejected.",
+            choices=("wait", "reject"),
+        ),
+    },
+    "run": {
+        "sync": Key("duration", None, "Step length (default: the bar interval).", optional=True),
+        "backend": Key("str", "local", "In-process actors or Ray.", choices=("local", "ray")),
+        "address": Key("str", None, "Ray cluster address to join.", optional=True),
+        "symbols_per_actor": Key(
+            "int", 0, "Symbols per actor (0: spread over the CPUs).", minimum=0
+        ),
+        "fuse": Key("bool", True, "Let quiet symbols run several steps per call."),
+        "approval": Key(
+            "str",
+            "portfolio",
+            "Who runs the pre-trade cash check.",
+            choices=("portfolio", "symbol"),
+        ),
+        "chunk_rows": Key("int", 16384, "Bars each symbol holds decoded at a time.", minimum=1),
+    },
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """A checked spec: every section with every key (defaults filled), and its grid.
+
+    ``values[section][key]`` holds normalised values (durations in ns, times
+    in ns, symbols as a sorted tuple). ``grid`` maps each strategy parameter
+    given as a list or range to its values; ``params`` holds the others.
+    """
+
+    values: dict[str, dict[str, Any]]
+    params: dict[str, Any]
+    grid: dict[str, tuple[Any, ...]]
+
+    def get(self, path: str) -> Any:
+        section, key = path.split(".")
+        return self.values[section][key]
+
+    @property
+    def runs(self) -> int:
+        """How many runs the spec expands into."""
+        return math.prod(len(v) for v in self.grid.values()) if self.grid else 1
+
+
+def parse_spec(raw: object) -> RunSpec:
+    """Check a spec document (a mapping) and fill its defaults. Raises :class:`SpecError`."""
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"spec: must be a table of sections, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(SCHEMA))
+    if unknown:
+        raise SpecError(f"{unknown[0]}: unknown section (known: {', '.join(SCHEMA)})")
+    values: dict[str, dict[str, Any]] = {}
+    for section, keys in SCHEMA.items():
+        given = raw.get(section, {})
+        if not isinstance(given, Mapping):
+            raise SpecError(f"{section}: must be a table, got {_show(given)}")
+        extra = sorted(set(given) - set(keys))
+        if extra:
+            raise SpecError(f"{section}.{extra[0]}: unknown key (known: {', '.join(keys)})")
+        values[section] = {
+            name: _check(f"{section}.{name}", key, given.get(name, key.default))
+            for name, key in keys.items()
+        }
+    data = values["data"]
+    if data["source"] == "files" and not data["path"]:
+        raise SpecError("data.path: required when data.source is 'files'")
+    if data["source"] == "demo" and data["path"]:
+        raise SpecError("data.path: only with data.source 'files' (the demo needs no folder)")
+    if data["start"] is not None and data["end"] is not None and data["end"] <= data["start"]:
+        raise SpecError("data.end: must be after data.start")
+    if values["account"]["type"] != "perp" and "perp" in raw:
+        raise SpecError("perp: only with account.type 'perp'")
+    name = values["strategy"]["name"]
+    if name not in strategy_names():
+        raise SpecError(
+            f"strategy.name: unknown strategy {name!r} (known: {', '.join(strategy_names())})"
+        )
+    params, grid = _split_grid(values["strategy"]["params"])
+    spec = RunSpec(values, params, grid)
+    if spec.runs > MAX_GRID:
+        raise SpecError(f"strategy.params: the grid has {spec.runs} points, more than {MAX_GRID}")
+    expand_grid(spec)  # every point must be a valid parameter set
+    return spec
+
+
+def expand_grid(spec: RunSpec) -> list[dict[str, Any]]:
+    """One strategy parameter set per grid point (just ``params`` without a grid),
+    each checked by the strategy."""
+    names = sorted(spec.grid)
+    out = []
+    for point in itertools.product(*(spec.grid[n] for n in names)):
+        params = dict(spec.params) | dict(zip(names, point, strict=True))
+        try:
+            make_strategy(spec.values["strategy"]["name"], params)
+        except ParamError as e:
+            where = f" (grid point {dict(zip(names, point, strict=True))})" if names else ""
+            raise SpecError(f"{e}{where}") from None
+        out.append(params)
+    return out
+
+
+def _split_grid(params: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, tuple[Any, ...]]]:
+    fixed: dict[str, Any] = {}
+    grid: dict[str, tuple[Any, ...]] = {}
+    for name, value in params.items():
+        where = f"strategy.params.{name}"
+        if isinstance(value, list):
+            if not value:
+                raise SpecError(f"{where}: a grid needs at least one value")
+            grid[name] = tuple(value)
+        elif isinstance(value, Mapping):
+            grid[name] = _range(where, value)
+        else:
+            fixed[name] = value
+    return fixed, grid
+
+
+def _range(where: str, table: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The values of a ``{start, stop, step}`` range; ``stop`` is included when reached."""
+    if set(table) != {"start", "stop", "step"}:
+        raise SpecError(f"{where}: a range needs exactly start, stop and step, got {sorted(table)}")
+    start, stop, step = table["start"], table["stop"], table["step"]
+    nums = (start, stop, step)
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in nums):
+        raise SpecError(f"{where}: start, stop and step must be numbers, got {dict(table)}")
+    if not all(math.isfinite(v) for v in nums) or step <= 0 or stop < start:
+        raise SpecError(f"{where}: needs step > 0 and stop >= start, got {dict(table)}")
+    if all(isinstance(v, int) for v in nums):
+        return tuple(range(start, stop + 1, step))
+    count = math.floor((stop - start) / step + 1e-9) + 1
+    if count > MAX_GRID:
+        raise SpecError(f"{where}: the range has {count} values, more than {MAX_GRID}")
+    # values rounded to the step's decimals, so 0.1 + 0.2 reads as 0.3
+    decimals = max(0, -math.floor(math.log10(step)) + 6)
+    return tuple(round(start + k * step, decimals) for k in range(count))
+
+
+def _show(value: object) -> str:
+    return repr(value) if not isinstance(value, Mapping | list) else type(value).__name__
+
+
+def _check(where: str, key: Key, value: Any) -> Any:
+    """``value`` checked and normalised for ``key``; SpecError naming ``where`` if bad."""
+    if value is None and (key.optional or key.default is None):
+        return None
+    bad = SpecError(f"{where}: must be {key.describe()}, got {_show(value)}")
+    kind = key.kind
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if kind in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad
+        if kind == "int" and not isinstance(value, int):
+            raise bad
+        if not math.isfinite(value):
+            raise bad
+        if key.minimum is not None and (value <= key.minimum if key.above else value < key.minimum):
+            raise bad
+        if key.maximum is not None and value > key.maximum:
+            raise bad
+        return value if kind == "int" else float(value)
+    if kind == "str":
+        if not isinstance(value, str) or not value:
+            raise bad
+        if key.choices and value not in key.choices:
+            raise bad
+        return value
+    if kind == "duration":
+        if not isinstance(value, str):
+            raise bad
+        try:
+            ns = duration_ns(value)
+        except ValueError:
+            raise bad from None
+        if ns <= 0:
+            raise bad
+        return ns
+    if kind == "time":
+        if not isinstance(value, str):
+            raise bad
+        try:
+            return parse_time(value)
+        except ValueError:
+            raise bad from None
+    if kind == "symbols":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+            raise bad
+        names = sorted({s.strip().upper() for s in items if s.strip()})
+        if not names:
+            raise SpecError(f"{where}: at least one symbol is needed")
+        return tuple(names)
+    if kind == "assets":
+        if not isinstance(value, Mapping):
+            raise bad
+        out = {}
+        for name, amount in value.items():
+            if isinstance(amount, bool) or not isinstance(amount, int | float):
+                raise SpecError(f"{where}.{name}: must be a number, got {_show(amount)}")
+            out[str(name).upper()] = float(amount)
+        return out
+    # "table": a mapping, or for perp.funding one of its words
+    if key.default == "store" and isinstance(value, str):
+        if value not in ("store", "none"):
+            raise SpecError(f"{where}: must be 'store', 'none' or a table, got {value!r}")
+        return value
+    if not isinstance(value, Mapping):
+        raise bad
+    return dict(value)
+
+
+def reference_markdown() -> str:
+    """The spec reference (every section and key, its type, default and meaning) as
+    Markdown, generated from :data:`SCHEMA`."""
+    lines = [
+        "# Run spec reference",
+        "",
+        "Generated from `tickray.engine.spec.SCHEMA`; every key is optional.",
+        "",
+    ]
+    for section, keys in SCHEMA.items():
+        lines += [f"## [{section}]", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        for name, key in keys.items():
+            default = "(none)" if key.default is None else repr(key.default)
+            lines.append(f"| `{name}` | {key.describe()} | `{default}` | {key.doc} |")
+        lines.append("")
+    return "\n".join(lines)
