@@ -15,7 +15,10 @@ trade or a book top) and report the best and the median of several passes,
 against the book alone in the same passes. The account cases replay the demo
 generator's universe (with mark prices and funding) as spot, spot with fees in
 the base asset, and USD-M perpetuals with isolated and cross margin, each
-against the spot run.
+against the spot run. The indicator cases time each indicator's batch and
+one-value-at-a-time forms (values/s, against SMA's batch form); the strategy
+cases replay one symbol through the topology with each strategy, against
+sma_cross.
 
 Data is synthetic (seeded) and cached under ``.cache/bench``.
 """
@@ -362,6 +365,106 @@ def bench_l2(repeat: int) -> None:
     )
 
 
+def bench_indicators(n: int) -> None:
+    """Every indicator in batch form over ``n`` values and one value at a time over
+    ``n // 10``, against SMA's batch form in the same process."""
+    import numpy as np
+
+    from tickray.engine import indicators as ind
+
+    rng = np.random.default_rng(1)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.001, n)))
+    high = close * (1 + rng.uniform(0, 0.002, n))
+    low = close * (1 - rng.uniform(0, 0.002, n))
+    volume = rng.uniform(1, 10, n)
+    ts = START + np.arange(n, dtype=np.int64) * MINUTE
+    cases: list[tuple[str, Any, str]] = [
+        ("SMA", lambda: ind.SMA(20), "c"),
+        ("EMA", lambda: ind.EMA(20), "c"),
+        ("WMA", lambda: ind.WMA(20), "c"),
+        ("RollingStd", lambda: ind.RollingStd(20), "c"),
+        ("ZScore", lambda: ind.ZScore(20), "c"),
+        ("Bollinger", lambda: ind.Bollinger(20), "c"),
+        ("TrueRange", lambda: ind.TrueRange(), "hlc"),
+        ("ATR", lambda: ind.ATR(14), "hlc"),
+        ("RSI", lambda: ind.RSI(14), "c"),
+        ("MACD", lambda: ind.MACD(), "c"),
+        ("Donchian", lambda: ind.Donchian(20), "hl"),
+        ("VWAP", lambda: ind.VWAP(), "pvt"),
+        ("ROC", lambda: ind.ROC(10), "c"),
+        ("ADX", lambda: ind.ADX(14), "hlc"),
+    ]
+    cols = {"c": (close,), "hlc": (high, low, close), "hl": (high, low), "pvt": (close, volume, ts)}
+    base = 0.0
+    m = n // 10
+    for name, make, kind in cases:
+        args = cols[kind]
+        make().update_batch(*(a[:1000] for a in args))  # compile outside the timing
+        best = min(_timed(make, args) for _ in range(3))
+        rate = n / best
+        base = base or rate
+        one = make()
+        one.update(*(float(a[0]) if a.dtype.kind == "f" else int(a[0]) for a in args))
+        rows = list(zip(*(a[:m].tolist() for a in args), strict=True))
+        upd = one.update
+        began = time.perf_counter()
+        for r in rows:
+            upd(*r)
+        inc = m / (time.perf_counter() - began)
+        ok = "ok" if rate >= 5e6 and inc >= 1e6 else "BELOW TARGET"
+        print(
+            f"indicator_{name}: batch {rate:,.0f} values/s = {rate / base:.2f}x SMA batch, "
+            f"incremental {inc:,.0f} values/s [{ok}: >= 5M batch, >= 1M incremental]",
+            flush=True,
+        )
+
+
+def _timed(make: Any, args: tuple[Any, ...]) -> float:
+    """Seconds of one batch update of a fresh indicator over ``args``."""
+    one = make()
+    began = time.perf_counter()
+    one.update_batch(*args)
+    return time.perf_counter() - began
+
+
+def bench_strategies(n_bars: int) -> None:
+    """Strategies through the whole in-process topology on one symbol (symbol-level
+    approval, as the foundation's 500,000 bars/s target is measured), against sma_cross."""
+    root = dataset(f"1x{n_bars}", ["BENCHUSDT"], n_bars, seed=3)
+    base = run_case(
+        f"strategy_sma_cross_1sym_{n_bars // 1000}k_sync1h",
+        config(root, ["BENCHUSDT"], n_bars, sync_ns=HOUR, approval="symbol"),
+        n_bars,
+    )
+    cases = [
+        ("mean_reversion", {"window": 60, "entry_z": 2.5, "stop_z": 4.0}),
+        ("breakout", {"window": 120, "exit_window": 60}),
+        ("enhanced_momentum_close", {"fast": 20, "slow": 60, "window": 30, "threshold": 0.005}),
+        ("regime", {}),
+    ]
+    for name, params in cases:
+        cfg = config(
+            root,
+            ["BENCHUSDT"],
+            n_bars,
+            sync_ns=HOUR,
+            approval="symbol",
+            strategy=StrategyConfig(name, params),
+        )
+        run_case(f"strategy_{name}_1sym_{n_bars // 1000}k_sync1h", cfg, n_bars, baseline=base)
+    small = n_bars // 5
+    cfg = config(
+        root,
+        ["BENCHUSDT"],
+        small,
+        sync_ns=HOUR,
+        approval="symbol",
+        strategy=StrategyConfig("enhanced_momentum", {"fast": 20, "slow": 60, "threshold": 0.005}),
+    )
+    ev = run_case(f"strategy_enhanced_momentum_events_1sym_{small // 1000}k_sync1h", cfg, small)
+    print(f"  = {ev.rate / base.rate:.2f}x {base.name} (bar-by-bar callbacks, bracket exits)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller cases (a smoke run)")
@@ -372,12 +475,16 @@ def main() -> int:
         return 0
     print(f"tickray bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
     if args.quick:
+        bench_indicators(200_000)
+        bench_strategies(100_000)
         bench_l2(1)
         bench_inprocess(100_000)
         bench_ray(10, 3, quick=True)
         bench_accounts(4, 3)
         bench_memory(20_000)
     else:
+        bench_indicators(2_000_000)
+        bench_strategies(1_000_000)
         bench_l2(5)
         bench_inprocess(1_000_000)
         bench_ray(100, 30, quick=False)

@@ -176,9 +176,26 @@ class EMA:
 
     def update_batch(self, xs: F64) -> F64:
         out = np.empty(len(xs), dtype=np.float64)
-        for i, x in enumerate(xs.tolist()):
-            out[i] = self.update(x)
+        state = np.array([self._value])
+        count = np.array([self._count], dtype=np.int64)
+        _ema_batch(_col(xs), self.alpha, self.span, state, count, out)
+        self._value = float(state[0])
+        self._count = int(count[0])
         return out
+
+
+@jit
+def _ema_batch(xs: F64, alpha: float, span: int, state: F64, count: I64, out: F64) -> None:
+    # the same arithmetic as EMA.update, compiled: value + alpha * (x - value)
+    value = state[0]
+    c = count[0]
+    for i in range(xs.shape[0]):
+        x = xs[i]
+        c += 1
+        value = x if c == 1 else value + alpha * (x - value)
+        out[i] = value if c >= span else np.nan
+    state[0] = value
+    count[0] = c
 
 
 # -- helpers -----------------------------------------------------------------------------------

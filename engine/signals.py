@@ -204,7 +204,8 @@ class Context:
 
     @property
     def working(self) -> bool:
-        """Whether the last signal still has an unfilled entry or open exits."""
+        """Whether an order is still on its way: a signal's entry waiting for the
+        portfolio's approval or for its price, or its exits open at the venue."""
         return self._state.working()
 
 

@@ -536,7 +536,9 @@ class SymbolSim:
         self._signal(strategy.on_bar(bar, self._ctx), j, close_ts, intents, updates)
 
     def _working(self) -> bool:
-        return bool(self.venue.open_orders())
+        """Whether an order of the strategy is still on its way: an intent the portfolio
+        has not decided, or an order open at the venue."""
+        return bool(self.open_intents) or bool(self.venue.open_orders())
 
     def _signal(
         self,
