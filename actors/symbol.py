@@ -15,16 +15,17 @@ import numpy as np
 from tickray.engine.book import queue_from_spec
 from tickray.engine.clock import format_duration
 from tickray.engine.codec import decode_inboxes, encode_outboxes
-from tickray.engine.config import RunConfig
+from tickray.engine.config import RunConfig, l2_strategy
 from tickray.engine.events import EMPTY_FILLS, ControlKind, Inbox, Outbox, update_batch
 from tickray.engine.impact import impact_from_spec
+from tickray.engine.l2signals import SignalDriver
 from tickray.engine.l2sim import L2SymbolSim
-from tickray.engine.l2venue import L2Venue
+from tickray.engine.l2venue import L2Venue, TickStrategy
 from tickray.engine.latency import latency_from_spec, symbol_seed
 from tickray.engine.matching import Fees
 from tickray.engine.orders import OrderRules
 from tickray.engine.perpstate import PerpSymbolState
-from tickray.engine.quoting import make_tick_strategy
+from tickray.engine.signals import SignalStrategy
 from tickray.engine.strategies import make_strategy
 from tickray.engine.symbol import SymbolSim
 from tickray.feeds.calendars import calendar_for
@@ -92,15 +93,29 @@ class SymbolActor:
                 queue=queue_from_spec(l2.queue),
                 tops=l2.tops,
             )
+            built = l2_strategy(l2.strategy, l2.params)
+            strategy: TickStrategy = built
+            timer_ns, wake_on_trade = l2.timer_ns, False
+            if isinstance(built, SignalStrategy):
+                strategy = SignalDriver(
+                    built,
+                    config.spec(s),
+                    config.allocation_for(s),
+                    allow_short=config.account.allow_short,
+                    bar_ns=l2.bar_ns,
+                )
+                wake_on_trade = strategy.wants_trades
+                timer_ns = built.timer_ns
             self.sims[s] = L2SymbolSim(
                 venue,
-                make_tick_strategy(l2.strategy, l2.params),
+                strategy,
                 iter([events]),
                 sync_ns=config.sync_ns,
                 t0=t0,
-                timer_ns=l2.timer_ns,
+                timer_ns=timer_ns,
                 wake_ticks=l2.wake_ticks,
                 wake_on_fill=l2.wake_on_fill,
+                wake_on_trade=wake_on_trade,
             )
 
     def step(self, until: int, inboxes: Sequence[Inbox], symbols: Sequence[str]) -> list[Outbox]:

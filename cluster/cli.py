@@ -240,6 +240,11 @@ def build_l2_config(args: argparse.Namespace) -> RunConfig:
     params: dict[str, object] = {"size": args.size, "offset": args.offset}
     if args.max_position is not None:
         params["max_position"] = args.max_position
+    strategy = getattr(args, "strategy", "quote")
+    if strategy != "quote":
+        params = dict(_parse_params(getattr(args, "param", None) or []))
+    elif getattr(args, "param", None):
+        raise UsageError("--param: the quote strategy takes --size, --offset, --max-position")
     symbols = tuple(sorted(files))
     return RunConfig(
         data_root=str(Path(args.files[0]).parent),
@@ -247,11 +252,13 @@ def build_l2_config(args: argparse.Namespace) -> RunConfig:
         symbols=symbols,
         start_ns=floor_to(min(first), sync),
         end_ns=ceil_to(max(last) + 1, sync),
-        account=AccountConfig(initial_cash=args.cash, taker_fee=args.fee),
+        account=AccountConfig(initial_cash=args.cash, taker_fee=args.fee, allow_short=True),
         execution=ExecutionConfig(maker_fee=args.maker_fee),
         l2=L2Config(
             files=files,
+            strategy=strategy,
             params=params,
+            bar_ns=duration_ns(args.bar) if getattr(args, "bar", None) else 0,
             timer_ns=duration_ns(args.timer) if args.timer else 0,
             wake_ticks=args.wake_ticks,
             wake_on_fill=args.wake_on_fill,
@@ -359,6 +366,12 @@ def _funding(items: list[str]) -> object:
             raise UsageError(f"--funding: expected store, none or SYMBOL=FILE, got {item!r}")
         files[name.strip().upper()] = path
     return files
+
+
+def _event_names() -> set[str]:
+    from tickray.engine.event_strategies import EVENT_STRATEGIES
+
+    return set(EVENT_STRATEGIES)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -474,6 +487,16 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("files", nargs="+", help="Binance websocket recordings (.ws.gz), one per symbol")
     r.add_argument("--sync", default="1s", help="step length: marks and equity (default 1s)")
+    r.add_argument(
+        "--strategy",
+        default="quote",
+        help="quote (a tick strategy), or an event strategy: "
+        + " | ".join(n for n in strategy_names() if n in _event_names()),
+    )
+    r.add_argument("--param", action="append", metavar="NAME=VALUE", help="strategy parameter")
+    r.add_argument(
+        "--bar", help="bars built from the trades for on_bar, e.g. 1m (event strategies)"
+    )
     r.add_argument("--size", type=float, default=0.01, help="quote size in base units")
     r.add_argument("--offset", type=int, default=0, help="ticks behind the best prices")
     r.add_argument("--max-position", type=float, help="default: 10 x size")

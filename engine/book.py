@@ -206,8 +206,8 @@ _QMODEL, _IN_SNAP, _WAKE_TICKS, _WAKE_BB, _WAKE_BA, _N_MSGS, _N_ROWS, _TOUCH = (
     14,
     15,
 )
-_N_ORD, _N_DROPPED = 16, 17
-_ST_SIZE = 18
+_N_ORD, _N_DROPPED, _WAKE_TRADE = 16, 17, 18
+_ST_SIZE = 19
 # qp (float64): queue parameter, lot step
 _QPARAM, _STEP = 0, 1
 
@@ -551,6 +551,9 @@ def _run(
         if nout > 0:
             st[_N_ROWS] += i - first
             return i, nout, RET_OUTPUT
+        if k == TRADE and st[_WAKE_TRADE] != 0:
+            st[_N_ROWS] += i - first
+            return i, 0, RET_WAKE
         wt = st[_WAKE_TICKS]
         if wt > 0 and end[i - 1] and st[_BB] >= 0 and st[_BA] >= 0:
             bb, ba = st[_BB] + base, st[_BA] + base
@@ -976,6 +979,10 @@ class L2Book:
         bb, ba = self.best_bid_tick(), self.best_ask_tick()
         self.st[_WAKE_BB] = -(1 << 40) if bb is None else bb
         self.st[_WAKE_BA] = -(1 << 40) if ba is None else ba
+
+    def wake_on_trade(self, on: bool) -> None:
+        """Make :meth:`run` return after every market trade (a strategy that reads trades)."""
+        self.st[_WAKE_TRADE] = 1 if on else 0
 
     def run(
         self, ev: MarketEvents, ticks: I64, start: int, stop_ts: int

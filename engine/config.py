@@ -212,7 +212,10 @@ class L2Config:
 
     ``files``: symbol -> recording path (Binance websocket captures with a
     REST snapshot; see tickray.feeds.recordings). ``strategy``/``params``: a
-    tick strategy (``quote``: size, offset, max_position). The strategy wakes
+    tick strategy (``quote``: size, offset, max_position), or any registered
+    event strategy (tickray.engine.signals), run by
+    :class:`~tickray.engine.l2signals.SignalDriver` with bars of ``bar_ns``
+    built from the trades (0: no bars). The strategy wakes
     every ``timer_ns``, when the best price moves ``wake_ticks``, and after its
     fills when ``wake_on_fill``. ``latency``: a latency spec
     (engine.latency.latency_from_spec; sampled latencies draw from ``seed``
@@ -224,6 +227,7 @@ class L2Config:
     strategy: str = "quote"
     params: dict[str, Any] = field(default_factory=dict)
     timer_ns: int = 1_000_000_000
+    bar_ns: int = 0
     wake_ticks: int = 0
     wake_on_fill: bool = False
     latency: dict[str, Any] | None = None
@@ -235,7 +239,7 @@ class L2Config:
         if not self.files:
             raise ConfigError("l2.files: at least one recording is needed")
         for name, fn in (
-            ("strategy", lambda: make_tick_strategy(self.strategy, self.params)),
+            ("strategy", lambda: l2_strategy(self.strategy, self.params)),
             ("latency", lambda: latency_from_spec(self.latency, seed=self.seed)),
             ("queue", lambda: queue_from_spec(self.queue)),
         ):
@@ -243,8 +247,25 @@ class L2Config:
                 fn()
             except ValueError as e:
                 raise ConfigError(f"l2.{name}: {e}") from None
-        if self.timer_ns < 0 or self.wake_ticks < 0:
-            raise ConfigError("l2.timer and l2.wake_ticks: must be >= 0")
+        if self.timer_ns < 0 or self.wake_ticks < 0 or self.bar_ns < 0:
+            raise ConfigError("l2.timer, l2.bar and l2.wake_ticks: must be >= 0")
+
+
+def l2_strategy(name: str, params: dict[str, Any]) -> Any:
+    """The strategy of an order-book replay: a tick strategy, or a registered event
+    strategy (a bar strategy cannot run there). ValueError naming the problem."""
+    from tickray.engine.quoting import TICK_STRATEGIES
+    from tickray.engine.signals import SignalStrategy
+
+    if name in TICK_STRATEGIES:
+        return make_tick_strategy(name, params)
+    built = make_strategy(name, params)
+    if not isinstance(built, SignalStrategy):
+        raise ValueError(
+            f"strategy {name!r} works on bar batches; an order-book replay runs tick strategies "
+            f"({', '.join(sorted(TICK_STRATEGIES))}) or event strategies"
+        )
+    return built
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ class L2SymbolSim:
         timer_ns: int = 0,
         wake_ticks: int = 0,
         wake_on_fill: bool = True,
+        wake_on_trade: bool = False,
     ) -> None:
         self.venue = venue
         self.symbol = venue.symbol
@@ -60,7 +61,13 @@ class L2SymbolSim:
         self._ev: MarketEvents | None = None
         self._i = 0
         self._last_mark = 0.0
-        venue.attach(strategy, timer_ns=timer_ns, wake_ticks=wake_ticks, wake_on_fill=wake_on_fill)
+        venue.attach(
+            strategy,
+            timer_ns=timer_ns,
+            wake_ticks=wake_ticks,
+            wake_on_fill=wake_on_fill,
+            wake_on_trade=wake_on_trade,
+        )
 
     @property
     def position(self) -> float:

@@ -98,6 +98,8 @@ class L2Venue(Venue):
         self._window_volume = 0.0
         self._vol = EwmaVolatility(100)
         self._uses_impact = not isinstance(self.impact, NoImpact)
+        # the market trade that woke the strategy: (ts, price, qty, aggressor side)
+        self.last_trade: tuple[int, float, float, int] | None = None
         self.book.wake_on_move(1)  # stop at the first message that leaves a two-sided book
 
     # -- the strategy ---------------------------------------------------------------------
@@ -108,15 +110,19 @@ class L2Venue(Venue):
         timer_ns: int = 0,
         wake_ticks: int = 0,
         wake_on_fill: bool = True,
+        wake_on_trade: bool = False,
     ) -> None:
         """Call ``strategy.on_wake`` every ``timer_ns``, when the best price moves
-        ``wake_ticks``, and (``wake_on_fill``) after fills and triggers of its orders."""
+        ``wake_ticks``, (``wake_on_fill``) after fills and triggers of its orders,
+        and (``wake_on_trade``) after every market trade, which ``last_trade``
+        then holds."""
         if timer_ns < 0 or wake_ticks < 0:
             raise ValueError("timer_ns and wake_ticks must be >= 0")
         self.strategy = strategy
         self.timer_ns = timer_ns
         self.wake_ticks = wake_ticks
         self.wake_on_fill = wake_on_fill
+        self.book.wake_on_trade(wake_on_trade)
 
     # -- replay -------------------------------------------------------------------------
     def run(self, ev: MarketEvents, until: int = _NEVER) -> int:
@@ -149,6 +155,14 @@ class L2Venue(Venue):
                 for oid, (slot, kind, tick, qty) in zip(owners, outs, strict=True):
                     self._settle(oid, slot, kind, tick, qty)
             woke = (why == RET_WAKE and not started) or (bool(outs) and self.wake_on_fill)
+            self.last_trade = None
+            if why == RET_WAKE and j > 0 and ev.kind[j - 1] == TRADE:
+                self.last_trade = (
+                    int(ev.ts[j - 1]),
+                    float(ev.price[j - 1]),
+                    float(ev.qty[j - 1]),
+                    int(ev.side[j - 1]),
+                )
             if why == RET_TIME:
                 if stop == until and (nxt is None or nxt > until) and self._next_timer > until:
                     break
