@@ -10,6 +10,7 @@ import numpy.typing as npt
 from tickray.engine.codec import decode_outboxes
 from tickray.engine.config import RunConfig
 from tickray.engine.portfolio import Portfolio, SettleResult
+from tickray.risk.portfolio import attach_risk, risk_events
 
 
 class PortfolioActor:
@@ -17,6 +18,7 @@ class PortfolioActor:
 
     def __init__(self, config: RunConfig) -> None:
         self.portfolio = Portfolio(config)
+        attach_risk(self.portfolio, config)
 
     def settle(
         self,
@@ -39,4 +41,5 @@ class PortfolioActor:
             "fills": {s: int(p.fill_count[i]) for i, s in enumerate(p.symbols)},
             "balances": p.balances(),
             "dust": {s: float(p.dust[i]) for i, s in enumerate(p.symbols)},
+            "risk_events": risk_events(p),
         }

@@ -33,6 +33,7 @@ from tickray.feeds.funding import perp_inputs
 from tickray.feeds.l2events import recording_events
 from tickray.feeds.recordings import read_binance_recording
 from tickray.feeds.replay import BarCursor
+from tickray.risk.sizing import SymbolSizer
 
 _NO_TS = np.empty(0, dtype=np.int64)
 _NO_PX = np.empty(0, dtype=np.float64)
@@ -74,6 +75,7 @@ class SymbolActor:
                 calendar=calendar,
                 maker_fee=config.fees_for(s)[0],
                 perp=_perp_state(config, s),
+                sizer=_sizer(config, s),
             )
 
     def _start_l2(self, config: RunConfig, symbols: Sequence[str], t0: int) -> None:
@@ -126,6 +128,8 @@ class SymbolActor:
                 sim = self.sims[b.symbol]
                 if c.kind == ControlKind.MARGIN and isinstance(sim, SymbolSim) and sim.perp:
                     sim.perp.set_cross_wallet(c.value)
+                elif c.kind == ControlKind.FLATTEN and isinstance(sim, SymbolSim):
+                    sim.flatten_reason = c.reason or "flatten"
         return [self.sims[s].advance(until, decisions.get(s, [])) for s in symbols]
 
     def close_out(self, t: int, inboxes: Sequence[Inbox], reason: str) -> list[Outbox]:
@@ -146,6 +150,20 @@ class SymbolActor:
 
     def ping(self) -> bool:
         return True
+
+
+def _sizer(config: RunConfig, symbol: str) -> SymbolSizer | None:
+    """The symbol's sizer, unless the run sizes by ``position_fraction`` (the default)."""
+    if config.sizing.method == "fraction":
+        return None
+    lev = config.perp.leverage_for(symbol) if config.perp is not None else 1.0
+    return SymbolSizer(
+        config.sizing,
+        config.spec(symbol),
+        allocation=config.budget_for(symbol),
+        leverage=lev,
+        symbols=len(config.symbols),
+    )
 
 
 def _perp_state(config: RunConfig, symbol: str) -> PerpSymbolState | None:

@@ -100,6 +100,7 @@ def run_backtest(
         summary = clock.run()
         recorder.close_files()
         metrics = results_metrics(recorder.partial, config, summary)
+        metrics["risk"] = write_risk(recorder.partial, config, summary)
         info = run_info(config, clock)
         path = recorder.commit(metrics, info)
         write_report(path)
@@ -109,6 +110,93 @@ def run_backtest(
     finally:
         backend.close()
     return RunResult(path, metrics, clock.stats, time.perf_counter() - began)
+
+
+def write_risk(folder: Path, config: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
+    """``risk_events.parquet`` (the monitor's halts, resumes and kill) and
+    ``risk.parquet``, one row per step boundary: drawdown from the running peak,
+    whether new entries were blocked, gross and net leverage, the portfolio's
+    rolling one-step historical VaR and CVaR (``risk.var_confidence`` over
+    ``risk.var_window`` steps; NaN until that much history), and the mean
+    correlation of each symbol's step returns with the equal-weighted average of
+    the others' over ``risk.correlation_window`` steps. Returns the risk summary
+    for metrics.json.
+    """
+    import warnings
+
+    events = summary.get("risk_events", [])
+    ev = pa.table(
+        {
+            "ts": pa.array([e[0] for e in events], type=pa.timestamp("ns", tz="UTC")),
+            "kind": pa.array([e[1] for e in events], type=pa.string()),
+            "value": pa.array([e[2] for e in events], type=pa.float64()),
+        }
+    )
+    pq.write_table(ev, folder / "risk_events.parquet")
+    eq_t = pq.read_table(folder / "equity.parquet", use_threads=False)
+    ts = eq_t.column("ts").cast(pa.int64()).to_numpy()
+    equity = eq_t.column("equity").to_numpy().astype(np.float64)
+    cash = eq_t.column("cash").to_numpy().astype(np.float64)
+    gross = eq_t.column("gross_exposure").to_numpy().astype(np.float64)
+    peak = np.maximum.accumulate(equity) if len(equity) else equity
+    with np.errstate(invalid="ignore", divide="ignore"):
+        drawdown = np.where(peak > 0, (peak - equity) / peak, 0.0)
+        gross_lev = np.where(equity > 0, gross / equity, np.nan)
+        net_lev = np.where(equity > 0, (equity - cash) / equity, np.nan)
+    blocked = np.zeros(len(ts), dtype=bool)
+    on = False
+    k = 0
+    for t, kind, _ in sorted(events):
+        while k < len(ts) and ts[k] < t:
+            blocked[k] = on
+            k += 1
+        on = kind in ("halt", "daily_halt", "kill") or (
+            on and kind not in ("resume", "daily_resume")
+        )
+    blocked[k:] = on
+    limits = config.risk
+    conf, window = limits.var_confidence, limits.var_window
+    losses = -np.diff(equity, prepend=equity[:1]) if len(equity) else equity
+    var = np.full(len(losses), np.nan)
+    cvar = np.full(len(losses), np.nan)
+    if len(losses) >= window:
+        w = np.sort(np.lib.stride_tricks.sliding_window_view(losses, window), axis=1)
+        k = int(np.ceil(window * conf)) - 1  # the inverted-CDF order statistic
+        var[window - 1 :] = w[:, k]
+        cvar[window - 1 :] = w[:, k:].mean(axis=1)
+    marks = pq.read_table(folder / "marks.parquet", use_threads=False).to_pandas()
+    rets = marks[list(config.symbols)].astype(float).pct_change()
+    n = len(config.symbols)
+    avg_corr = np.full(len(marks), np.nan)
+    if n > 1:
+        total = rets.sum(axis=1, min_count=n)
+        cols = []
+        for s in config.symbols:
+            others = (total - rets[s]) / (n - 1)
+            cols.append(rets[s].rolling(limits.correlation_window).corr(others).to_numpy())
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            avg_corr = np.nanmean(np.vstack(cols), axis=0)
+    table = pa.table(
+        {
+            "ts": pa.array(ts, type=pa.timestamp("ns", tz="UTC")),
+            "drawdown": drawdown,
+            "blocked": blocked,
+            "gross_leverage": gross_lev,
+            "net_leverage": net_lev,
+            "var": var,
+            "cvar": cvar,
+            "avg_correlation": np.asarray(avg_corr, dtype=np.float64)[: len(ts)],
+        }
+    )
+    pq.write_table(table, folder / "risk.parquet")
+    step = config.sync_ns
+    return {
+        "halts": sum(1 for e in events if e[1] in ("halt", "daily_halt")),
+        "kill_switch": any(e[1] == "kill" for e in events),
+        "time_blocked_s": float(blocked.sum() * step / 1e9),
+        "max_gross_leverage": float(np.nanmax(gross_lev)) if len(ts) else 0.0,
+    }
 
 
 def results_metrics(folder: Path, config: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:

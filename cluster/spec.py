@@ -195,6 +195,9 @@ def build_run(spec: RunSpec, params: Mapping[str, Any] | None = None) -> RunConf
         backend=run["backend"],
         approval=run["approval"],
         chunk_rows=run["chunk_rows"],
+        sizing=spec.sizing,
+        risk=spec.limits,
+        monitor=spec.monitor,
     )
 
 

@@ -11,16 +11,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tickray.engine.book import queue_from_spec
+from tickray.engine.errors import ConfigError as ConfigError
 from tickray.engine.impact import impact_from_spec
 from tickray.engine.instruments import SymbolSpec
 from tickray.engine.latency import latency_from_spec
 from tickray.engine.perpetual import BracketTable, MarginError, bracket_table
 from tickray.engine.quoting import make_tick_strategy
+from tickray.engine.riskconfig import MonitorConfig, RiskLimits, SizingConfig
 from tickray.engine.strategies import make_strategy
-
-
-class ConfigError(ValueError):
-    """An invalid run configuration value; the message names the field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +296,12 @@ class RunConfig:
     is about 60 bytes x chunk_rows, whatever the length of the history).
     ``remote_portfolio``: on the Ray backend, run the portfolio as its own Ray
     actor instead of beside the clock in the driver (same results, slower).
+    ``sizing``: how a target becomes a quantity (tickray.risk.sizing; its
+    ``fraction`` method is ``position_fraction``). ``risk``: the portfolio's
+    pre-trade limits (tickray.risk.limits). ``monitor``: drawdown, daily loss
+    and kill-switch rules (tickray.risk.monitor); a kill switch makes every
+    symbol step every step, so that its flatten order reaches them all at the
+    same boundary.
     """
 
     data_root: str
@@ -319,6 +323,9 @@ class RunConfig:
     remote_portfolio: bool = False
     approval: str = "portfolio"
     chunk_rows: int = 16384
+    sizing: SizingConfig = field(default_factory=SizingConfig)
+    risk: RiskLimits = field(default_factory=RiskLimits)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -337,6 +344,9 @@ class RunConfig:
             raise ConfigError("execution.sync: must be positive")
         if not 0 < self.position_fraction <= 1:
             raise ConfigError(f"sizing.fraction: must be in (0, 1], got {self.position_fraction!r}")
+        self.risk.check_universe(self.symbols)
+        if self.monitor.kill_drawdown is not None:
+            object.__setattr__(self, "fuse", False)
         if self.symbols_per_actor < 0:
             raise ConfigError("execution.symbols_per_actor: must be >= 0")
         if self.backend not in ("local", "ray"):

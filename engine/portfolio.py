@@ -24,13 +24,13 @@ are rejected unless the account allows shorting.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from tickray.engine.approval import check_cash, check_margin
+from tickray.engine.approval import CashCheck, check_cash, check_margin
 from tickray.engine.config import RunConfig
 from tickray.engine.events import (
     EMPTY_FILLS,
@@ -140,8 +140,37 @@ class FundingRecords(NamedTuple):
     records: npt.NDArray[np.void]
 
 
+class RiskHook(Protocol):
+    """Portfolio-level risk rules beside the cash and margin checks (tickray.risk).
+
+    ``observe`` sees every settlement's boundaries (their times, equity and
+    marks) before intents are decided; ``review`` may cut or refuse what the
+    account check approved (only the part of an order that opens exposure:
+    ``check(qty)`` re-runs the account check for a smaller quantity);
+    ``controls`` are sent to the symbols after the decisions (a kill switch's
+    FLATTEN).
+    """
+
+    def observe(self, pf: Portfolio, mark_ts: I64, equity: F64, cash: F64, marks: F64) -> None: ...
+
+    def review(
+        self,
+        pf: Portfolio,
+        t: int,
+        it: OrderIntent,
+        chk: CashCheck,
+        price: float,
+        projected: float,
+        check: Callable[[float], CashCheck],
+    ) -> CashCheck: ...
+
+    def controls(self, pf: Portfolio, t: int) -> list[Control]: ...
+
+
 class Portfolio:
     """Spot cash account over a fixed, sorted symbol list (pure, no I/O)."""
+
+    risk: RiskHook | None = None
 
     def __init__(self, config: RunConfig) -> None:
         self.config = config
@@ -250,6 +279,8 @@ class Portfolio:
         last = marks[head]
         known = ~np.isnan(last)
         self.mark[known] = last[known]
+        if self.risk is not None:
+            self.risk.observe(self, mark_ts, out.equity, out.cash, marks)
         if len(intents) > 1:
             intents.sort(key=_intent_order)
         decisions = [self._decide(t, it) for it in intents]
@@ -260,6 +291,14 @@ class Portfolio:
             inboxes = self._margin_inboxes(t, ordered, by_symbol)
         else:
             inboxes = [Inbox(s, t, ds, []) for s, ds in sorted(by_symbol.items())]
+        if self.risk is not None:
+            extra = self.risk.controls(self, t)
+            if extra:
+                have = {b.symbol: b for b in inboxes}
+                for c in extra:
+                    box = have.get(c.symbol) or Inbox(c.symbol, t, [], [])
+                    have[c.symbol] = box._replace(controls=[*box.controls, c])
+                inboxes = [have[s] for s in sorted(have)]
         return SettleResult(
             inboxes,
             fills,
@@ -542,29 +581,39 @@ class Portfolio:
         cash = float(self.cash_by[asset]) + float(self.pending_by[asset])
         return cash - locked * (1.0 + self.short_margin)
 
-    def _decide(self, t: int, it: OrderIntent) -> RiskDecision:
+    def _check(self, it: OrderIntent, qty: float, px: float) -> CashCheck:
+        """The account's check (cash, or margin) of ``qty`` of intent ``it`` at ``px``."""
         i = self.index[it.symbol]
-        px = float(self.mark[i]) if not math.isnan(self.mark[i]) else it.ref_price
-        proj = float(self.pos[i] + self.pending_pos[i])
         leg = 1 if it.position_side == PositionSide.SHORT else 0
         if self.perp is not None:
             proj = float(self.lpos[i, leg] + self.lpend[i, leg])
-            chk = check_margin(
+            return check_margin(
                 self.accounts[i],
                 self.specs[i],
                 self.tables[i],
                 self.leverage[i],
                 it.side,
-                it.qty,
+                qty,
                 proj,
                 px,
                 self.available_margin(),
                 self._released(i, leg, px),
                 leg_sign=_LEG_SIGN[it.position_side],
             )
-        else:
-            free = self.free_cash_in(int(self.sym_asset[i])) if self.multi else self.free_cash()
-            chk = check_cash(self.accounts[i], self.specs[i], it.side, it.qty, proj, px, free)
+        proj = float(self.pos[i] + self.pending_pos[i])
+        free = self.free_cash_in(int(self.sym_asset[i])) if self.multi else self.free_cash()
+        return check_cash(self.accounts[i], self.specs[i], it.side, qty, proj, px, free)
+
+    def _decide(self, t: int, it: OrderIntent) -> RiskDecision:
+        i = self.index[it.symbol]
+        px = float(self.mark[i]) if not math.isnan(self.mark[i]) else it.ref_price
+        leg = 1 if it.position_side == PositionSide.SHORT else 0
+        chk = self._check(it, it.qty, px)
+        if self.risk is not None and chk.action != RiskAction.REJECT:
+            proj = float(self.pos[i] + self.pending_pos[i])
+            if self.perp is not None:
+                proj = float(self.lpos[i, leg] + self.lpend[i, leg])
+            chk = self.risk.review(self, t, it, chk, px, proj, lambda q: self._check(it, q, px))
         if chk.action != RiskAction.REJECT:
             self._pending[(it.symbol, it.intent_id)] = (it.side * chk.qty, chk.cash_estimate, leg)
             self.pending_pos[i] += it.side * chk.qty

@@ -26,11 +26,12 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tickray.engine.clock import duration_ns, parse_time
 from tickray.engine.config import ConfigError
+from tickray.engine.riskconfig import MonitorConfig, RiskLimits, SizingConfig
 from tickray.engine.strategies import ParamError, make_strategy, strategy_names
 
 MAX_GRID = 100_000
@@ -205,13 +206,232 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
     },
     "sizing": {
+        "method": Key(
+            "str",
+            "fraction",
+            "How a target becomes a quantity (tickray.risk.sizing).",
+            choices=(
+                "fraction",
+                "quantity",
+                "notional",
+                "risk",
+                "atr",
+                "vol_target",
+                "kelly",
+                "inverse_vol",
+                "risk_parity",
+            ),
+        ),
         "fraction": Key(
             "float",
             0.9,
-            "Share of each symbol's equal allocation a position takes.",
+            "Share of each symbol's equal allocation a full position takes (fraction, "
+            "inverse_vol, risk_parity).",
             minimum=0.0,
             maximum=1.0,
             above=True,
+        ),
+        "quantity": Key(
+            "float",
+            None,
+            "Base quantity of every position (quantity).",
+            minimum=0.0,
+            above=True,
+            optional=True,
+        ),
+        "notional": Key(
+            "float",
+            None,
+            "Quote notional of every position (notional).",
+            minimum=0.0,
+            above=True,
+            optional=True,
+        ),
+        "risk": Key(
+            "float",
+            0.01,
+            "Fraction of the symbol's sleeve lost if the stop is hit "
+            "(risk: the signal's stop; atr: atr_mult ATRs).",
+            minimum=0.0,
+            maximum=1.0,
+            above=True,
+        ),
+        "atr_window": Key("int", 14, "Bars of Wilder's ATR (atr).", minimum=1),
+        "atr_mult": Key("float", 2.0, "Stop distance in ATRs (atr).", minimum=0.0, above=True),
+        "target_vol": Key(
+            "float",
+            0.2,
+            "Annualised volatility a position targets (vol_target).",
+            minimum=0.0,
+            maximum=5.0,
+            above=True,
+        ),
+        "vol_window": Key(
+            "int",
+            20,
+            "Returns in the volatility estimate (vol_target, inverse_vol, risk_parity).",
+            minimum=2,
+        ),
+        "periods_per_year": Key(
+            "float",
+            None,
+            "Bars per year to annualise volatility "
+            "(vol_target; 525600 for 1m bars around the clock).",
+            minimum=0.0,
+            above=True,
+            optional=True,
+        ),
+        "kelly_fraction": Key(
+            "float",
+            0.5,
+            "Share of the full Kelly bet (kelly).",
+            minimum=0.0,
+            maximum=1.0,
+            above=True,
+        ),
+        "kelly_cap": Key(
+            "float",
+            1.0,
+            "Largest share of the sleeve Kelly may take (kelly).",
+            minimum=0.0,
+            maximum=1.0,
+            above=True,
+        ),
+        "window": Key("int", 50, "Signal trades in Kelly's edge estimate (kelly).", minimum=2),
+        "min_trades": Key(
+            "int", 20, "Signal trades before Kelly sizes anything (kelly).", minimum=1
+        ),
+        "max_position_fraction": Key(
+            "float",
+            1.0,
+            "Cap of one position's notional, as a fraction of its sleeve (times the leverage).",
+            minimum=0.0,
+            maximum=1.0,
+            above=True,
+        ),
+    },
+    "risk": {
+        "max_position_notional": Key(
+            "float",
+            None,
+            "Largest |position| x price of a symbol.",
+            minimum=0.0,
+            above=True,
+            optional=True,
+        ),
+        "max_position_fraction": Key(
+            "float",
+            None,
+            "The same as a fraction of equity.",
+            minimum=0.0,
+            above=True,
+            optional=True,
+        ),
+        "max_gross_leverage": Key(
+            "float", None, "Cap of sum |notional| / equity.", minimum=0.0, above=True, optional=True
+        ),
+        "max_net_leverage": Key(
+            "float", None, "Cap of |sum notional| / equity.", minimum=0.0, above=True, optional=True
+        ),
+        "max_open_positions": Key(
+            "int", None, "Most symbols holding a position at once.", minimum=1, optional=True
+        ),
+        "max_correlation": Key(
+            "float",
+            None,
+            "Most an opening order's returns may correlate with the P&L of the other positions.",
+            minimum=0.0,
+            maximum=1.0,
+            above=True,
+            optional=True,
+        ),
+        "correlation_window": Key("int", 30, "Step returns in the correlation.", minimum=2),
+        "correlation_action": Key(
+            "str",
+            "reject",
+            "Past max_correlation: reject the opening part, or resize it.",
+            choices=("reject", "resize"),
+        ),
+        "groups": Key("table", {}, "Symbol -> group name, for max_group_fraction."),
+        "max_group_fraction": Key(
+            "float",
+            None,
+            "Most gross notional a group may hold, as a fraction of equity.",
+            minimum=0.0,
+            above=True,
+            optional=True,
+        ),
+        "var_limit": Key(
+            "float",
+            None,
+            "Most one step's value at risk may be, as a fraction of equity.",
+            minimum=0.0,
+            above=True,
+            optional=True,
+        ),
+        "cvar_limit": Key(
+            "float",
+            None,
+            "The same for the expected shortfall.",
+            minimum=0.0,
+            above=True,
+            optional=True,
+        ),
+        "var_confidence": Key(
+            "float", 0.99, "Confidence of VaR and CVaR.", minimum=0.0, maximum=1.0, above=True
+        ),
+        "var_method": Key(
+            "str", "historical", "VaR estimate.", choices=("historical", "parametric")
+        ),
+        "var_window": Key("int", 250, "Step returns in the VaR estimate.", minimum=2),
+        "max_orders_per_step": Key(
+            "int", None, "Intents approved per symbol per step.", minimum=1, optional=True
+        ),
+        "max_orders_per_day": Key(
+            "int", None, "Intents approved per symbol per UTC day.", minimum=1, optional=True
+        ),
+        "max_drawdown": Key(
+            "float",
+            None,
+            "Drawdown past which new entries halt; below it "
+            "new exposure scales by 1 - drawdown / max_drawdown.",
+            minimum=0.0,
+            maximum=1.0,
+            above=True,
+            optional=True,
+        ),
+        "drawdown_lookback": Key(
+            "duration",
+            None,
+            "Window of the drawdown's peak (default: the whole run).",
+            optional=True,
+        ),
+        "resume_drawdown": Key(
+            "float",
+            None,
+            "Drawdown below which entries resume (default: half of max_drawdown).",
+            minimum=0.0,
+            optional=True,
+        ),
+        "min_scale": Key("float", 0.2, "Smallest scale in a drawdown.", minimum=0.0, maximum=1.0),
+        "scale_with_drawdown": Key("bool", True, "Scale new exposure down as drawdown deepens."),
+        "daily_loss_limit": Key(
+            "float",
+            None,
+            "Loss since the UTC day's start past which entries halt until the next day.",
+            minimum=0.0,
+            maximum=1.0,
+            above=True,
+            optional=True,
+        ),
+        "kill_drawdown": Key(
+            "float",
+            None,
+            "Drawdown past which every position is closed and no entry follows.",
+            minimum=0.0,
+            maximum=1.0,
+            above=True,
+            optional=True,
         ),
     },
     "execution": {
@@ -288,6 +508,9 @@ class RunSpec:
     values: dict[str, dict[str, Any]]
     params: dict[str, Any]
     grid: dict[str, tuple[Any, ...]]
+    sizing: SizingConfig = field(default_factory=SizingConfig)
+    limits: RiskLimits = field(default_factory=RiskLimits)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def get(self, path: str) -> Any:
         section, key = path.split(".")
@@ -333,11 +556,48 @@ def parse_spec(raw: object) -> RunSpec:
             f"strategy.name: unknown strategy {name!r} (known: {', '.join(strategy_names())})"
         )
     params, grid = _split_grid(values["strategy"]["params"])
-    spec = RunSpec(values, params, grid)
+    try:
+        sizing, limits, monitor = _risk_objects(raw, values)
+    except SpecError:
+        raise
+    except ConfigError as e:
+        raise SpecError(str(e)) from None
+    spec = RunSpec(values, params, grid, sizing, limits, monitor)
     if spec.runs > MAX_GRID:
         raise SpecError(f"strategy.params: the grid has {spec.runs} points, more than {MAX_GRID}")
     expand_grid(spec)  # every point must be a valid parameter set
     return spec
+
+
+_MONITOR_KEYS = (
+    "max_drawdown",
+    "resume_drawdown",
+    "min_scale",
+    "scale_with_drawdown",
+    "daily_loss_limit",
+    "kill_drawdown",
+)
+
+
+def _risk_objects(
+    raw: Mapping[str, Any], values: dict[str, dict[str, Any]]
+) -> tuple[SizingConfig, RiskLimits, MonitorConfig]:
+    """The sizing, limits and monitor settings from the keys the spec gives (their
+    own checks name the key and catch contradictions)."""
+    sizing_keys = set(raw.get("sizing", {})) | {"method"}
+    if values["sizing"]["method"] in ("fraction", "inverse_vol", "risk_parity"):
+        sizing_keys.add("fraction")
+    sizing = SizingConfig.from_spec({k: values["sizing"][k] for k in sorted(sizing_keys)})
+    given = set(raw.get("risk", {}))
+    monitor = {k: values["risk"][k] for k in sorted(given) if k in _MONITOR_KEYS}
+    if "drawdown_lookback" in given:
+        monitor["drawdown_lookback_ns"] = values["risk"]["drawdown_lookback"] or 0
+    limits = {
+        k: values["risk"][k]
+        for k in sorted(given)
+        if k not in _MONITOR_KEYS and k != "drawdown_lookback"
+    }
+    return sizing, RiskLimits.from_mapping(limits), MonitorConfig(**monitor)
 
 
 def expand_grid(spec: RunSpec) -> list[dict[str, Any]]:

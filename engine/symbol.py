@@ -110,6 +110,19 @@ class BarSource(Protocol):
     def next_chunk(self) -> BarBatch | None: ...
 
 
+class Sizer(Protocol):
+    """How a symbol sizes a new position (tickray.risk.sizing.SymbolSizer); without
+    one the full position is ``allocation / price`` floored to the lot."""
+
+    def prepare(self, high: F64, low: F64, close: F64) -> None: ...
+
+    def quantity(
+        self, j: int, price: float, scale: float, equity: float, stop: float | None
+    ) -> float: ...
+
+    def on_signal(self, side: int, price: float) -> None: ...
+
+
 class SimulationError(RuntimeError):
     """An inconsistency between the portfolio's messages and this symbol's state."""
 
@@ -143,8 +156,10 @@ class SymbolSim:
         calendar: Calendar | None = None,
         maker_fee: float | None = None,
         perp: PerpSymbolState | None = None,
+        sizer: Sizer | None = None,
     ) -> None:
         self.spec = spec
+        self.sizer = sizer
         self.perp = perp
         self._funding_rows: list[tuple[int, int, float, float, float, float]] = []
         self.symbol = spec.symbol
@@ -214,6 +229,7 @@ class SymbolSim:
         self._ctx = Context(self._ctx_state)
         self._started = False
         self._next_timer = 0
+        self.flatten_reason = ""  # set by a FLATTEN control: close everything at the next step
         self._fast = _OpenFills(spec, account.taker_fee, self.base_fee, long_only) if lean else None
         # hedge mode: the leg not in use (see _use); leg 0 is the long, 1 the short
         self.hedge = perp is not None and perp.hedge
@@ -331,6 +347,8 @@ class SymbolSim:
         high = np.ascontiguousarray(chunk.high, dtype=np.float64)
         low = np.ascontiguousarray(chunk.low, dtype=np.float64)
         strategy = self.strategy
+        if self.sizer is not None:
+            self.sizer.prepare(high, low, close)
         if isinstance(strategy, SignalStrategy):
             targets = np.zeros(len(close), dtype=np.int8)
         elif self.hedge:
@@ -397,6 +415,9 @@ class SymbolSim:
         fills: list[Fill] = []
         intents: list[OrderIntent] = []
         self._apply(decisions, t, updates)
+        if self.flatten_reason:
+            self._flatten(t, self.flatten_reason, updates)
+            self.flatten_reason = ""
         stop = until
         fixed = False
         segments: list[tuple[I64, F64]] = []
@@ -446,6 +467,39 @@ class SymbolSim:
             self._use(leg)
             self._cancel_all(t, reason, [], updates)
         return updates
+
+    def _flatten(self, t: int, reason: str, updates: list[OrderUpdate]) -> None:
+        """Cancel every open order and close every position at market (the portfolio's
+        kill switch). The closing orders need no approval: they only reduce."""
+        for leg in (0, 1) if self.hedge else (0,):
+            self._use(leg)
+            self._cancel_all(t, reason, [], updates)
+            pos = self.leg_position
+            if pos == 0.0:
+                continue
+            intent = OrderIntent(
+                self.symbol,
+                self._next_id,
+                t,
+                Side.SELL if pos > 0 else Side.BUY,
+                OrderType.MARKET,
+                abs(pos),
+                None,
+                None,
+                TimeInForce.GTC,
+                True,
+                self.last_close,
+                "flatten",
+                self._pside,
+            )
+            self._next_id += 1
+            self.committed = self.spec.round_qty(self.committed - pos)
+            self.open_intents[intent.intent_id] = intent
+            updates.append(_update(intent, OrderStatus.SUBMITTED, t, intent.qty, reason))
+            decision = RiskDecision(
+                self.symbol, intent.intent_id, t, RiskAction.APPROVE, intent.qty, reason
+            )
+            self._apply([decision], t, updates)
 
     def _cancel_all(
         self, t: int, reason: str, fills: list[Fill], updates: list[OrderUpdate]
@@ -535,6 +589,10 @@ class SymbolSim:
         )
         self._signal(strategy.on_bar(bar, self._ctx), j, close_ts, intents, updates)
 
+    def _sleeve(self, price: float) -> float:
+        """This symbol's sleeve of the capital now: its share plus its own PnL."""
+        return self.budget + self.flow + self.position * price
+
     def _working(self) -> bool:
         """Whether an order of the strategy is still on its way: an intent the portfolio
         has not decided, or an order open at the venue."""
@@ -580,7 +638,14 @@ class SymbolSim:
         for oid in sorted(self.open_intents):
             # undecided intents of earlier signals stay; their exits follow the latest signal
             self._exits.pop(oid, None)
-        size = self.spec.floor_qty(self.allocation * sig.confidence / price)
+        if self.sizer is None:
+            size = self.spec.floor_qty(self.allocation * sig.confidence / price)
+        else:
+            self.sizer.on_signal(s, price)
+            stop = abs(price - sig.stop_loss) if sig.stop_loss is not None else None
+            if stop is None and sig.trail is not None and sig.trail.unit.value == "price":
+                stop = sig.trail.distance
+            size = self.sizer.quantity(c, price, sig.confidence, self._sleeve(price), stop)
         desired = s * size
         if desired < 0 and not self.allow_short:
             desired = 0.0  # a spot account without shorting: a sell signal means flat
@@ -1069,7 +1134,11 @@ class SymbolSim:
         self, target: int, c: int, intents: list[OrderIntent], updates: list[OrderUpdate]
     ) -> None:
         price = float(self._close[c])
-        desired = target * self.spec.floor_qty(self.allocation / price)
+        if self.sizer is None:
+            desired = target * self.spec.floor_qty(self.allocation / price)
+        else:
+            self.sizer.on_signal(target, price)
+            desired = target * self.sizer.quantity(c, price, 1.0, self._sleeve(price), None)
         self._intent(desired, target == 0, c, intents, updates)
 
     def _on_legs(
@@ -1082,7 +1151,12 @@ class SymbolSim:
         self._leg_code = code
         assert isinstance(self.strategy, BarStrategy)  # hedge mode runs leg strategies
         alloc = self.allocation * self.strategy.leg_fraction
-        size = self.spec.floor_qty(alloc / float(self._close[c]))
+        price = float(self._close[c])
+        if self.sizer is None:
+            size = self.spec.floor_qty(alloc / price)
+        else:
+            scale = self.strategy.leg_fraction
+            size = self.sizer.quantity(c, price, scale, self._sleeve(price), None)
         wants = []
         for leg, sign in ((0, 1.0), (1, -1.0)):
             if not changed >> leg & 1:

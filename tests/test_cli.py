@@ -70,6 +70,8 @@ def test_backtest_prints_the_table_and_writes_the_folder(
         "orders.parquet",
         "positions.parquet",
         "report.html",
+        "risk.parquet",
+        "risk_events.parquet",
         "run.json",
         "symbol_equity.parquet",
     ]

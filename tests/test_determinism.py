@@ -71,6 +71,8 @@ def test_ray_backend_is_byte_identical_to_in_process(
         "metrics.json",
         "orders.parquet",
         "positions.parquet",
+        "risk.parquet",
+        "risk_events.parquet",
         "symbol_equity.parquet",
     }
     assert results_digest(ray1.out) == want
