@@ -40,6 +40,7 @@ from tickray.engine.signals import (
     SignalError,
     SignalStrategy,
     Trade,
+    exit_requests,
 )
 
 
@@ -221,41 +222,7 @@ class SignalDriver:
     def _exits(self, sig: Signal, qty: float, parent: int) -> None:
         venue = self.venue
         assert venue is not None
-        exit_side = Side.SELL if sig.side is Direction.BUY else Side.BUY
-        reqs = []
-        if sig.take_profit is not None:
-            reqs.append(
-                OrderRequest(
-                    side=exit_side,
-                    qty=qty,
-                    order_type=OrderType.LIMIT,
-                    price=self.spec.round_price(sig.take_profit),
-                    reduce_only=True,
-                    tag="take_profit",
-                )
-            )
-        if sig.stop_loss is not None:
-            reqs.append(
-                OrderRequest(
-                    side=exit_side,
-                    qty=qty,
-                    order_type=OrderType.STOP_MARKET,
-                    stop_price=self.spec.round_price(sig.stop_loss),
-                    reduce_only=True,
-                    tag="stop_loss",
-                )
-            )
-        if sig.trail is not None:
-            reqs.append(
-                OrderRequest(
-                    side=exit_side,
-                    qty=qty,
-                    order_type=OrderType.TRAILING_STOP,
-                    trail=sig.trail,
-                    reduce_only=True,
-                    tag="trailing_stop",
-                )
-            )
+        reqs = exit_requests(sig, qty, self.spec)
         ids = [venue.submit(r, parent=parent) for r in reqs]
         if len(ids) > 1:
             venue.link_oco(ids)

@@ -39,9 +39,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, NamedTuple
 
-from tickray.engine.events import Fill
+from tickray.engine.events import Fill, OrderType, Side
 from tickray.engine.instruments import SymbolSpec
-from tickray.engine.orders import Trail
+from tickray.engine.orders import OrderRequest, Trail
 
 
 class SignalError(ValueError):
@@ -120,6 +120,49 @@ class Signal:
     @property
     def has_exits(self) -> bool:
         return self.take_profit is not None or self.stop_loss is not None or self.trail is not None
+
+
+def exit_requests(sig: Signal, qty: float, spec: SymbolSpec) -> list[OrderRequest]:
+    """The reduce-only exit orders of ``sig`` for a position of ``qty``: a take-profit
+    limit, a stop-loss stop, a trailing stop (those the signal has, in that order)."""
+    exit_side = Side.SELL if sig.side is Direction.BUY else Side.BUY
+    reqs = []
+    if sig.take_profit is not None:
+        price = spec.round_price(sig.take_profit)
+        reqs.append(
+            OrderRequest(
+                side=exit_side,
+                qty=qty,
+                order_type=OrderType.LIMIT,
+                price=price,
+                reduce_only=True,
+                tag="take_profit",
+            )
+        )
+    if sig.stop_loss is not None:
+        stop = spec.round_price(sig.stop_loss)
+        reqs.append(
+            OrderRequest(
+                side=exit_side,
+                qty=qty,
+                order_type=OrderType.STOP_MARKET,
+                stop_price=stop,
+                reduce_only=True,
+                tag="stop_loss",
+            )
+        )
+    if sig.trail is not None:
+        reqs.append(
+            OrderRequest(
+                side=exit_side,
+                qty=qty,
+                order_type=OrderType.TRAILING_STOP,
+                trail=sig.trail,
+                reduce_only=True,
+                tag="trailing_stop",
+            )
+        )
+    return reqs
 
 
 def buy(**kw: Any) -> Signal:

@@ -80,6 +80,7 @@ from tickray.engine.signals import (
     Signal,
     SignalError,
     SignalStrategy,
+    exit_requests,
 )
 from tickray.engine.strategies import BarStrategy
 
@@ -697,41 +698,7 @@ class SymbolSim:
     def _place_exits(self, sig: Signal, qty: float, parent: int, ts: int) -> None:
         """The signal's exits for a position of ``qty``: reduce-only, one cancels the
         others, held until ``parent`` fills (0: placed now)."""
-        exit_side = Side.SELL if sig.side is Direction.BUY else Side.BUY
-        reqs = []
-        if sig.take_profit is not None:
-            reqs.append(
-                OrderRequest(
-                    side=exit_side,
-                    qty=qty,
-                    order_type=OrderType.LIMIT,
-                    price=self.spec.round_price(sig.take_profit),
-                    reduce_only=True,
-                    tag="take_profit",
-                )
-            )
-        if sig.stop_loss is not None:
-            reqs.append(
-                OrderRequest(
-                    side=exit_side,
-                    qty=qty,
-                    order_type=OrderType.STOP_MARKET,
-                    stop_price=self.spec.round_price(sig.stop_loss),
-                    reduce_only=True,
-                    tag="stop_loss",
-                )
-            )
-        if sig.trail is not None:
-            reqs.append(
-                OrderRequest(
-                    side=exit_side,
-                    qty=qty,
-                    order_type=OrderType.TRAILING_STOP,
-                    trail=sig.trail,
-                    reduce_only=True,
-                    tag="trailing_stop",
-                )
-            )
+        reqs = exit_requests(sig, qty, self.spec)
         v = self.venue
         ids = []
         for req in reqs:
