@@ -76,6 +76,7 @@ class SymbolActor:
                 maker_fee=config.fees_for(s)[0],
                 perp=_perp_state(config, s),
                 sizer=_sizer(config, s),
+                stops=(config.monitor.break_even_r, config.monitor.trail_r),
             )
 
     def _start_l2(self, config: RunConfig, symbols: Sequence[str], t0: int) -> None:

@@ -185,6 +185,8 @@ def build_run(spec: RunSpec, params: Mapping[str, Any] | None = None) -> RunConf
             calendar=ex["calendar"],
             hours=ex["hours"],
             symbol_fees={k.upper(): tuple(val) for k, val in ex["symbol_fees"].items()},
+            latency=ex["latency"],
+            seed=ex["seed"],
         ),
         perp=perp,
         specs=specs,

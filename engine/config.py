@@ -87,6 +87,10 @@ class ExecutionConfig:
     ``"NYSE"``); ``hours``: orders outside them ``"wait"`` for the open or are
     ``"reject"``-ed. ``symbol_fees``: per-symbol (maker, taker) rates that
     replace the run's for that symbol, in fills and in the cash check.
+    ``latency``: a latency spec (tickray.engine.latency.latency_from_spec):
+    an order decided at a step's end reaches the venue that much later and
+    works from the first bar opening at or after it; sampled latencies draw
+    from ``seed`` and the symbol.
     """
 
     spread_bps: float = 0.0
@@ -98,9 +102,15 @@ class ExecutionConfig:
     calendar: str = "24/7"
     hours: str = "wait"
     symbol_fees: dict[str, tuple[float, float]] = field(default_factory=dict)
+    latency: dict[str, Any] | None = None
+    seed: int = 0
 
     def __post_init__(self) -> None:
         _nonneg("execution.spread_bps", self.spread_bps)
+        try:
+            latency_from_spec(self.latency, seed=self.seed)
+        except ValueError as e:
+            raise ConfigError(f"execution.latency: {e}") from None
         for sym, pair in self.symbol_fees.items():
             if not (isinstance(pair, tuple | list) and len(pair) == 2):
                 raise ConfigError(

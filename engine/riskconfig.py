@@ -216,7 +216,17 @@ def _choice(name: str, v: object, choices: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class MonitorConfig:
-    """Risk monitor limits (fractions of equity; None turns a rule off)."""
+    """Risk monitor limits (fractions of equity; None turns a rule off).
+
+    ``break_even_r`` and ``trail_r`` manage the stop-loss of an event
+    strategy's position over its life, in the symbol's simulation, at each
+    bar's close. ``R`` is the position's initial risk, ``|entry - initial
+    stop|``. Once the best close since the entry is ``break_even_r`` R in the
+    position's favour, its stop moves to the entry price; once it is
+    ``trail_r`` R in favour, the stop trails the best close at ``trail_r`` R.
+    A stop only ever moves towards the price (a modify at the venue, with its
+    latency).
+    """
 
     max_drawdown: float | None = None
     drawdown_lookback_ns: int = 0
@@ -225,8 +235,14 @@ class MonitorConfig:
     scale_with_drawdown: bool = True
     daily_loss_limit: float | None = None
     kill_drawdown: float | None = None
+    break_even_r: float | None = None
+    trail_r: float | None = None
 
     def __post_init__(self) -> None:
+        for key in ("break_even_r", "trail_r"):
+            v = getattr(self, key)
+            if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
+                raise ConfigError(f"risk.{key}: must be a number > 0, got {v!r}")
         for key in ("max_drawdown", "daily_loss_limit", "kill_drawdown"):
             v = getattr(self, key)
             if v is not None and not (isinstance(v, int | float) and 0 < v < 1):

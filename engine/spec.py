@@ -424,6 +424,23 @@ SCHEMA: dict[str, dict[str, Key]] = {
             above=True,
             optional=True,
         ),
+        "break_even_r": Key(
+            "float",
+            None,
+            "Move an event strategy's stop-loss to the entry once the best close is this many "
+            "R (the initial risk) in favour.",
+            minimum=0.0,
+            above=True,
+            optional=True,
+        ),
+        "trail_r": Key(
+            "float",
+            None,
+            "Once this many R in favour, the stop trails the best close at this many R.",
+            minimum=0.0,
+            above=True,
+            optional=True,
+        ),
         "kill_drawdown": Key(
             "float",
             None,
@@ -476,6 +493,15 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "Orders outside the hours wait for the open or are rejected.",
             choices=("wait", "reject"),
         ),
+        "latency": Key(
+            "table",
+            None,
+            "Order latency, e.g. {submit = '250ms'} or {submit = {dist = 'lognormal', "
+            "median = '200ms', sigma = 0.5}}: an order reaches the venue that much after "
+            "its decision.",
+            optional=True,
+        ),
+        "seed": Key("int", 0, "Seed of sampled latencies (with the symbol's name).", minimum=0),
     },
     "run": {
         "sync": Key("duration", None, "Step length (default: the bar interval).", optional=True),
@@ -576,6 +602,8 @@ _MONITOR_KEYS = (
     "scale_with_drawdown",
     "daily_loss_limit",
     "kill_drawdown",
+    "break_even_r",
+    "trail_r",
 )
 
 

@@ -67,6 +67,7 @@ from tickray.engine.events import (
 )
 from tickray.engine.impact import NoImpact, impact_from_spec
 from tickray.engine.instruments import SymbolSpec, book_fill, fill_fee, held_to_sell
+from tickray.engine.latency import latency_from_spec, symbol_seed
 from tickray.engine.matching import SPOT_CUT, SPOT_NOTHING_HELD, Fees
 from tickray.engine.orders import OrderRequest, OrderRules
 from tickray.engine.perpetual import liquidation_fee
@@ -158,9 +159,14 @@ class SymbolSim:
         maker_fee: float | None = None,
         perp: PerpSymbolState | None = None,
         sizer: Sizer | None = None,
+        stops: tuple[float | None, float | None] = (None, None),
     ) -> None:
         self.spec = spec
         self.sizer = sizer
+        # stop management of event strategies' positions: (break-even R, trail R)
+        self.break_even_r, self.trail_r = stops
+        self._stop: tuple[int, float] | None = None  # (stop-loss order id, initial stop)
+        self._best = math.nan  # best close since the managed stop's entry
         self.perp = perp
         self._funding_rows: list[tuple[int, int, float, float, float, float]] = []
         self.symbol = spec.symbol
@@ -199,6 +205,7 @@ class SymbolSim:
                 rules=OrderRules(ex.rules),
                 calendar=calendar,
                 hours=ex.hours,
+                latency=latency_from_spec(ex.latency, seed=symbol_seed(ex.seed, spec.symbol)),
             )
 
         self.venue = new_venue()
@@ -209,6 +216,7 @@ class SymbolSim:
             and ex.participation is None
             and not self._observe
             and calendar is None
+            and not ex.latency
         )
         self.base_fee = account.fee_asset == "base"
         self.venue.base_fee = self.base_fee
@@ -304,11 +312,11 @@ class SymbolSim:
         return book._realized.pop()
 
     def _has_orders(self) -> bool:
-        own = bool(self._fast.pending) if self._fast is not None else bool(self.venue.working)
+        own = bool(self._fast.pending) if self._fast is not None else _busy(self.venue)
         if own or self._other is None:
             return own
         o = self._other
-        return bool(o.fast.pending) if o.fast is not None else bool(o.venue.working)
+        return bool(o.fast.pending) if o.fast is not None else _busy(o.venue)
 
     def _use(self, leg: int) -> None:
         """Hedge mode: work on leg ``leg`` (its book, committed size, venue cursor, margin)."""
@@ -570,6 +578,8 @@ class SymbolSim:
         for f in fills[n0:]:
             state.now = f.ts_event
             self._signal(strategy.on_fill(f, self._ctx), j, f.ts_event, intents, updates, f.price)
+        if self._stop is not None:
+            self._manage_stop(j, close_ts, updates)
         step = strategy.timer_ns
         while step and self._next_timer <= close_ts:
             state.now = self._next_timer
@@ -593,6 +603,40 @@ class SymbolSim:
     def _sleeve(self, price: float) -> float:
         """This symbol's sleeve of the capital now: its share plus its own PnL."""
         return self.budget + self.flow + self.position * price
+
+    def _manage_stop(self, j: int, ts: int, updates: list[OrderUpdate]) -> None:
+        """Break-even and trailing adjustment of the position's stop-loss at bar ``j``'s
+        close (tickray.engine.riskconfig.MonitorConfig)."""
+        assert self._stop is not None
+        oid, initial = self._stop
+        o = self.venue.orders.get(oid)
+        pos = self.position
+        if o is None or not o.is_open or o.held or pos == 0.0 or o.stop is None:
+            if o is None or not o.is_open:
+                self._stop = None
+            return
+        side = 1 if pos > 0 else -1
+        close = float(self._close[j])
+        best = self._best
+        self._best = close if math.isnan(best) else (max if side > 0 else min)(best, close)
+        entry = self.avg_price
+        risk = abs(entry - initial)
+        if risk <= 0.0:
+            return
+        gain = (self._best - entry) * side
+        want = o.stop
+        if self.break_even_r is not None and gain >= self.break_even_r * risk:
+            want = max(want, entry) if side > 0 else min(want, entry)
+        if self.trail_r is not None and gain >= self.trail_r * risk:
+            level = self._best - side * self.trail_r * risk
+            want = max(want, level) if side > 0 else min(want, level)
+        want = self.spec.round_price_against(want, Side.SELL if side > 0 else Side.BUY)
+        if (want - o.stop) * side > 0:
+            v = self.venue
+            v.now = max(v.now, ts)
+            v.modify(oid, stop_price=want)
+            v.run_actions(ts)
+            self._collect([], updates)
 
     def _working(self) -> bool:
         """Whether an order of the strategy is still on its way: an intent the portfolio
@@ -701,12 +745,15 @@ class SymbolSim:
         reqs = exit_requests(sig, qty, self.spec)
         v = self.venue
         ids = []
+        self._stop, self._best = None, math.nan
         for req in reqs:
             oid = self._next_id
             self._next_id += 1
             v.submit(req, parent=parent, order_id=oid)
             self._children.add(oid)
             ids.append(oid)
+            if req.tag == "stop_loss" and req.stop_price is not None:
+                self._stop = (oid, req.stop_price)
         if len(ids) > 1:
             v.link_oco(ids)
         v.run_actions(ts)
@@ -1051,10 +1098,10 @@ class SymbolSim:
             self._positions.extend(self._fast.take_positions())
             return
         v = self.venue
-        if not v.working:
+        if not _busy(v):
             return
         j = max(self._vj, lo + int(self._open_ts[lo:hi].searchsorted(self._since, side="left")))
-        while j < hi and v.working:
+        while j < hi and _busy(v):
             if self._observe and self._obs < j:
                 v.observe(self._close[self._obs : j])
             v.on_bar(
@@ -1440,6 +1487,11 @@ class _OpenFills:
 
 
 _TAKER = Liquidity.TAKER
+
+
+def _busy(v: BarVenue) -> bool:
+    """Orders at the venue, or on their way to it (latency)."""
+    return bool(v.working) or v.next_action_ts() is not None
 
 _ENDED = frozenset(
     {OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED}

@@ -24,6 +24,7 @@ from tickray.engine.config import AccountConfig, RunConfig, StrategyConfig
 from tickray.engine.events import Fill
 from tickray.engine.instruments import SymbolSpec
 from tickray.engine.orders import Trail, TrailUnit
+from tickray.engine.riskconfig import MonitorConfig
 from tickray.engine.signals import (
     Bar,
     Context,
@@ -72,6 +73,7 @@ def _run(
     tmp_path: Path,
     bars: list[tuple[float, float, float, float]],
     script: dict[int, Signal],
+    monitor: MonitorConfig | None = None,
     **acct: Any,
 ) -> tuple[Any, Any]:
     Scripted.script = script
@@ -89,6 +91,7 @@ def _run(
         ),
         specs={SYM: SymbolSpec(SYM, tick_size=0.01, step_size=0.001)},
         position_fraction=1.0,
+        monitor=monitor or MonitorConfig(),
     )
     res = run_backtest(cfg, tmp_path / "out")
     fills = pq.read_table(res.out / "fills.parquet").to_pandas()
@@ -140,6 +143,25 @@ def test_trailing_stop_follows_the_best_price(tmp_path: Path, scripted: type[Scr
     fills, orders = _run(tmp_path, bars, {2: buy(trail=Trail(2.0, TrailUnit.PRICE))})
     assert fills.price.tolist() == [100.0, 101.0]
     assert _final(orders)[2] == ("FILLED", "TRAILING_STOP")
+
+
+def test_break_even_and_trailing_stop_management(tmp_path: Path, scripted: type[Scripted]) -> None:
+    bars = [FLAT_BAR] * 3 + [
+        (100.0, 106.0, 100.0, 106.0),  # entry at 100; close 106 >= 100 + 1 R (R = 5): stop -> 100
+        (106.0, 112.0, 106.0, 112.0),  # close 112 >= 100 + 2 R: the stop trails at 112 - 10 = 102
+        (112.0, 112.0, 101.0, 101.0),  # 112 -> 101 passes 102: stopped out there
+        FLAT_BAR,
+    ]
+    script = {2: buy(take_profit=130.0, stop_loss=95.0)}
+    fills, orders = _run(tmp_path, bars, script, MonitorConfig(break_even_r=1.0, trail_r=2.0))
+    assert fills.price.tolist() == [100.0, 102.0]
+    assert fills.realized_pnl.tolist() == [0.0, 200.0]
+    stop = orders[orders.order_id == 3]
+    assert stop.status.tolist().count("AMENDED") == 2
+    assert stop.status.iloc[-1] == "FILLED"
+    # without the management the stop stays at 95 and nothing exits
+    fills, _ = _run(tmp_path / "plain", bars, script)
+    assert fills.price.tolist() == [100.0]
 
 
 def test_stop_and_limit_entries_wait_for_their_price(

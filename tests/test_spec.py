@@ -14,6 +14,7 @@ from tickray.cluster.cli import main
 from tickray.cluster.runner import run_backtest
 from tickray.cluster.spec import build_run, config_from_document, load_spec, merge
 from tickray.engine.clock import HOUR, MINUTE, parse_time
+from tickray.engine.config import ConfigError
 from tickray.engine.spec import (
     SCHEMA,
     SpecError,
@@ -266,3 +267,28 @@ def test_the_spec_reference_in_docs_is_generated_from_the_schema() -> None:
     """docs/spec.md documents every key and nothing else (regenerate with
     ``python -m tickray.cluster.spec > docs/spec.md``)."""
     assert (ROOT / "docs" / "spec.md").read_text(encoding="utf-8") == reference_markdown() + "\n"
+
+
+def test_execution_latency_delays_the_fill_to_the_next_bar(tmp_path: Path) -> None:
+    from conftest import write_bar_rows
+
+    root = tmp_path / "data"
+    t0 = parse_time("2024-05-01")
+    bars = [(100.0, 100.0, 100.0, 100.0), (100.0, 102.0, 100.0, 102.0)]
+    bars += [(102.0 + k, 102.0 + k, 102.0 + k, 102.0 + k) for k in range(1, 4)]
+    write_bar_rows(root, "AAAUSDT", t0, bars)
+    doc: dict[str, Any] = {
+        "data": {"source": "files", "path": str(root)},
+        "strategy": {"name": "momentum", "params": {"window": 1, "threshold": 0.01}},
+        "account": {"taker_fee": 0.0, "price_buffer": 0.0},
+    }
+    prices = []
+    for k, latency in enumerate([None, {"submit": "2s"}]):
+        d = merge(doc, {"execution": {"latency": latency}}) if latency else doc
+        res = run_backtest(config_from_document(d), tmp_path / f"o{k}")
+        prices.append(pq.read_table(res.out / "fills.parquet").column("price").to_pylist()[0])
+    # decided at bar 1's close (102): without latency it fills at bar 2's open (103); the
+    # order arriving 2 s later misses that open and fills at bar 3's (104)
+    assert prices == [103.0, 104.0]
+    with pytest.raises(ConfigError, match="execution.latency: latency.submit must be a duration"):
+        config_from_document(merge(doc, {"execution": {"latency": {"submit": "soon"}}}))
