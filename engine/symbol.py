@@ -1493,6 +1493,7 @@ def _busy(v: BarVenue) -> bool:
     """Orders at the venue, or on their way to it (latency)."""
     return bool(v.working) or v.next_action_ts() is not None
 
+
 _ENDED = frozenset(
     {OrderStatus.FILLED, OrderStatus.CANCELED, OrderStatus.EXPIRED, OrderStatus.REJECTED}
 )
