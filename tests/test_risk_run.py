@@ -276,3 +276,70 @@ def test_risk_and_sizing_in_the_spec() -> None:
             parse_spec(doc)
         assert message in str(info.value), (doc, str(info.value))
     assert not math.isnan(0.0)
+
+
+def test_inverse_volatility_gives_the_calm_symbol_more(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    n = 200
+    for sym, amp in (("CALMUSDT", 0.001), ("WILDUSDT", 0.01)):
+        rows = []
+        prev = 100.0
+        for k in range(n):
+            # an alternating path: moves of +-amp, with a +2% jump every 20 bars (an entry)
+            c = 100.0 * (1 + amp * (1 if k % 2 else -1)) * (1.02 if k % 20 == 19 else 1.0)
+            rows.append((prev, max(prev, c), min(prev, c), c))
+            prev = c
+        write_bar_rows(root, sym, T0, rows)
+    cfg = RunConfig(
+        data_root=str(root),
+        interval_ns=MINUTE,
+        symbols=("CALMUSDT", "WILDUSDT"),
+        start_ns=T0,
+        end_ns=T0 + n * MINUTE,
+        strategy=StrategyConfig("momentum", {"window": 1, "threshold": 0.015}),
+        account=AccountConfig(initial_cash=100_000.0, taker_fee=0.0, price_buffer=0.0),
+        specs={
+            s: SymbolSpec(s, tick_size=0.0001, step_size=0.001) for s in ("CALMUSDT", "WILDUSDT")
+        },
+        sizing=SizingConfig(method="inverse_vol", fraction=1.0, vol_window=20),
+    )
+    res = run_backtest(cfg, tmp_path / "o")
+    fills = _table(res.out, "fills")
+    orders = _table(res.out, "orders")
+    assert orders.reason.str.contains("inverse-volatility weight").any()
+    late = fills[fills.ts.astype("int64") > T0 + 30 * MINUTE]
+    buys = late[late.side == "BUY"]
+    notional = (buys.qty * buys.price).groupby(buys.symbol).mean()
+    # about ten times calmer: a much larger share of the capital
+    assert notional["CALMUSDT"] > 3 * notional["WILDUSDT"]
+
+
+def test_kelly_waits_for_its_minimum_sample(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    # returns +3%, +3%, +3%, -3% repeated: momentum(1) goes long on the first +3% and flat
+    # (no shorting) on the -3%; each of those long signal trades wins about 2.9%
+    rows = [(100.0, 100.0, 100.0, 100.0)]
+    prev = 100.0
+    for k in range(1, 40):
+        c = prev * (0.97 if k % 4 == 0 else 1.03)
+        rows.append((prev, max(prev, c), min(prev, c), c))
+        prev = c
+    write_bar_rows(root, "AAAUSDT", T0, rows)
+    sizing = SizingConfig(method="kelly", window=10, min_trades=3, kelly_fraction=0.5)
+    res = run_backtest(_hand_config(root, 40, sizing=sizing), tmp_path / "o")
+    fills = _table(res.out, "fills")
+    from tickray.engine.strategies import make_strategy
+
+    closes = np.array([r[3] for r in rows])
+    targets = np.maximum(
+        make_strategy("momentum", {"window": 1, "threshold": 0.01}).targets(closes), 0
+    )
+    exits = np.flatnonzero(np.diff(targets) < 0) + 1  # bars whose close ends a signal trade
+    third = int(exits[2])
+    # nothing traded before three signal trades had closed, then it did
+    assert len(fills) > 0
+    assert fills.ts.astype("int64").min() > T0 + (third + 1) * MINUTE - 1
+    # all wins: f* = W = 1, half Kelly of the 10,000 sleeve at the deciding close
+    first = fills.iloc[0]
+    decided = closes[int((first.ts.value - T0) // MINUTE) - 1]
+    assert first.qty == pytest.approx(math.floor(5_000.0 / decided * 1000) / 1000, abs=1e-9)
