@@ -137,13 +137,15 @@ def recording_span(rec: Recording) -> tuple[int, int]:
 
 def infer_grid(rec: Recording) -> tuple[float, float]:
     """The tick and lot sizes the recording's snapshot shows: the smallest gap between
-    its distinct prices, and between its distinct quantities (rounded to 12 digits)."""
+    its distinct prices, and between its distinct quantities (to six significant digits)."""
     d = rec.depth
     snap = _np(d["is_snapshot"]).astype(bool)
     prices = np.unique(_np(d["price"]).astype(np.float64)[snap])
     qtys = np.unique(_np(d["qty"]).astype(np.float64)[snap])
     if len(prices) < 2 or len(qtys) < 2:
         raise DataError(f"{rec.source}: the snapshot is too small to infer tick and lot sizes")
-    tick = float(np.round(np.diff(prices).min(), 12))
-    lot = float(np.round(np.diff(qtys).min(), 12))
+    # the gaps of decimal prices held as floats are off in the last digits
+    # (0.099999999999 for a 0.1 tick): six significant digits give the decimal back
+    tick = float(f"{np.diff(prices).min():.6g}")
+    lot = float(f"{np.diff(qtys).min():.6g}")
     return tick, lot

@@ -213,3 +213,11 @@ def test_cli_runs_an_event_strategy_on_a_recording(
     assert rc == 0
     fills = pq.read_table(tmp_path / "out" / "fills.parquet")
     assert fills.num_rows > 0
+
+
+def test_grid_inferred_from_a_recording_is_the_decimal_tick(recording: Path) -> None:
+    from tickray.feeds.l2events import infer_grid
+
+    # the snapshot's prices are 0.1 apart as decimals; as float gaps they come out
+    # 0.099999999999, which made every fill price 61751.49999938 instead of 61751.5
+    assert infer_grid(read_binance_recording(recording)) == (0.1, 0.001)
