@@ -15,7 +15,9 @@ trade or a book top) and report the best and the median of several passes,
 against the book alone in the same passes. The account cases replay the demo
 generator's universe (with mark prices and funding) as spot, spot with fees in
 the base asset, and USD-M perpetuals with isolated and cross margin, each
-against the spot run. The indicator cases time each indicator's batch and
+against the spot run. The data cases import the real 1m kline CSVs into the
+store and read a cached month of 1m bars for 100 symbols (bench/bench_data.py).
+The indicator cases time each indicator's batch and
 one-value-at-a-time forms (values/s, against SMA's batch form); the strategy
 cases replay one symbol through the topology with each strategy, against
 sma_cross.
@@ -474,7 +476,11 @@ def main() -> int:
         _memory_child(args.memory_child)
         return 0
     print(f"tickray bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
+    from bench_data import bench_cached_read, bench_import
+
+    shared = ROOT.parent / "shared" / "data"
     if args.quick:
+        bench_cached_read(10, 3)
         bench_indicators(200_000)
         bench_strategies(100_000)
         bench_l2(1)
@@ -483,6 +489,11 @@ def main() -> int:
         bench_accounts(4, 3)
         bench_memory(20_000)
     else:
+        if shared.is_dir():
+            bench_import(shared)
+        else:
+            print(f"import bench skipped: no real data at {shared}", flush=True)
+        bench_cached_read(100, 30)
         bench_indicators(2_000_000)
         bench_strategies(1_000_000)
         bench_l2(5)

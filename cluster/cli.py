@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tickray.cluster.spec import build_run, config_from_document, load_spec, merge
-from tickray.engine.clock import duration_ns, iso
+from tickray.engine.clock import duration_ns, iso, parse_time
 from tickray.engine.config import (
     AccountConfig,
     ConfigError,
@@ -527,6 +527,34 @@ def parser() -> argparse.ArgumentParser:
     )
     dc.add_argument("--min-score", type=float, help="exit 1 when a symbol scores below this (0-1)")
     dc.set_defaults(func=cmd_data_check)
+    df = dsub.add_parser(
+        "fetch", help="download klines from Binance into the layered cache (and a store)"
+    )
+    df.add_argument(
+        "--symbols", nargs="+", required=True, help="symbols (space or comma separated)"
+    )
+    df.add_argument("--interval", default="1m")
+    df.add_argument("--start", required=True, help="first bar open time, ISO-8601 UTC")
+    df.add_argument("--end", required=True, help="end time, exclusive, ISO-8601 UTC")
+    df.add_argument("--market", choices=("spot", "usdm"), default="usdm")
+    df.add_argument("--cache", required=True, help="cache folder (venue/symbol/interval/date)")
+    df.add_argument(
+        "--refresh",
+        choices=("never", "stale", "always"),
+        default="stale",
+        help="re-fetch days not yet complete (stale), every day (always), or none (never)",
+    )
+    df.add_argument("--store", help="also write the bars into this data folder for replays")
+    df.add_argument("--base-url", help="the exchange's REST address (default: Binance's)")
+    df.add_argument("--quiet", action="store_true", help="no progress bar")
+    df.set_defaults(func=cmd_data_fetch)
+    di = dsub.add_parser("import", help="import dump archives (.zip) or kline CSVs into a store")
+    di.add_argument("files", nargs="+", help=".zip dumps (checksums beside them) or .csv[.gz]")
+    di.add_argument("--out", required=True, help="data folder to write into")
+    di.add_argument("--symbol", help="CSV files: the symbol (default: from the file name)")
+    di.add_argument("--interval", help="CSV files: default inferred from the timestamps")
+    di.add_argument("--no-verify", action="store_true", help="skip the dumps' sha256 check")
+    di.set_defaults(func=cmd_data_import)
     h = sub.add_parser("report", help="write a results folder's offline HTML report")
     h.add_argument("folder", help="a results folder written by `tickray backtest`")
     h.add_argument("--out", help="the HTML file (default: FOLDER/report.html)")
@@ -555,6 +583,66 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     if low:
         print(f"below --min-score {args.min_score}: {', '.join(low)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    """Fill the cache with ``--symbols`` x ``--interval`` over ``[--start, --end)``."""
+    import asyncio
+
+    from tickray.actors.clock import stderr_progress
+    from tickray.feeds.cache import KlineCache, export_to_store
+    from tickray.feeds.rest import BinanceRest
+
+    symbols = _symbols(args.symbols)
+    start, end = parse_time(args.start), parse_time(args.end)
+    if end <= start:
+        raise UsageError("--end: must be after --start")
+    cache = KlineCache(args.cache)
+    show = (lambda _f: None) if args.quiet else stderr_progress("fetch")
+
+    async def fetch() -> dict[str, int]:
+        rows: dict[str, int] = {}
+        async with BinanceRest(args.market, base_url=args.base_url) as rest:
+            for k, sym in enumerate(symbols):
+                table = await cache.bars(
+                    rest, args.market, sym, args.interval, start, end, refresh=args.refresh
+                )
+                rows[sym] = table.num_rows
+                show((k + 1) / len(symbols))
+        return rows
+
+    rows = asyncio.run(fetch())
+    for sym, n in rows.items():
+        print(f"{sym}: {n} {args.interval} bars")
+    if args.store:
+        for p in export_to_store(cache, args.market, symbols, args.interval, Path(args.store)):
+            print(p)
+    return 0
+
+
+def cmd_data_import(args: argparse.Namespace) -> int:
+    """Dump archives through the dumps reader, CSVs through the kline converter."""
+    from tickray.feeds.binance import import_klines
+    from tickray.feeds.dumps import import_dumps
+
+    files = [Path(f) for f in args.files]
+    for f in files:
+        if not f.is_file():
+            raise UsageError(f"files: {f} is not a file")
+    zips = [f for f in files if f.suffix == ".zip"]
+    csvs = [f for f in files if f.suffix != ".zip"]
+    out = Path(args.out)
+    written = list(import_dumps(zips, out, verify=not args.no_verify)) if zips else []
+    by_symbol: dict[str, list[Path]] = {}
+    for f in csvs:
+        if not (f.name.endswith(".csv") or f.name.endswith(".csv.gz")):
+            raise UsageError(f"files: {f.name} is neither a .zip dump nor a .csv[.gz] file")
+        sym = (args.symbol or f.name.split("-")[0]).upper()
+        by_symbol.setdefault(sym, []).append(f)
+    written += import_klines(by_symbol, out, args.interval)
+    for p in written:
+        print(p)
     return 0
 
 

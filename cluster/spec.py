@@ -100,7 +100,12 @@ def build_run(spec: RunSpec, params: Mapping[str, Any] | None = None) -> RunConf
 
     v = spec.values
     data, uni, acct, run = v["data"], v["universe"], v["account"], v["run"]
-    root = ensure_demo_data() if data["source"] == "demo" else Path(data["path"])
+    if data["source"] == "demo":
+        root = ensure_demo_data()
+    elif data["source"] in ("cache", "exchange"):
+        root = cached_store(spec)
+    else:
+        root = Path(data["path"])
     if not root.is_dir():
         raise SpecError(f"data.path: {root} is not a folder")
     interval = format_duration(data["interval"])
@@ -201,6 +206,41 @@ def build_run(spec: RunSpec, params: Mapping[str, Any] | None = None) -> RunConf
         risk=spec.limits,
         monitor=spec.monitor,
     )
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("TICKRAY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "tickray"
+    )
+    return Path(base) / "klines"
+
+
+def cached_store(spec: RunSpec) -> Path:
+    """The replay store of a run on the kline cache: with ``exchange``, the run's range
+    is fetched into the cache first (only what the cache lacks); the cached bars are
+    then written into ``<cache>/replay`` in the canonical layout the replay reads."""
+    import asyncio
+
+    from tickray.feeds.cache import KlineCache, export_to_store
+
+    data = spec.values["data"]
+    symbols = list(spec.values["universe"]["symbols"])
+    interval = format_duration(data["interval"])
+    cache_root = Path(data["path"]) if data["path"] else default_cache_dir()
+    cache = KlineCache(cache_root)
+    venue = data["venue"]
+    if data["source"] == "exchange":
+        from tickray.feeds.rest import BinanceRest
+
+        async def fetch() -> None:
+            async with BinanceRest(venue, base_url=data["base_url"]) as rest:
+                for sym in symbols:
+                    await cache.bars(rest, venue, sym, interval, data["start"], data["end"])
+
+        asyncio.run(fetch())
+    store = cache_root / "replay" / venue
+    export_to_store(cache, venue, symbols, interval, store)
+    return store
 
 
 def build_runs(spec: RunSpec) -> list[RunConfig]:

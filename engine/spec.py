@@ -91,14 +91,25 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "str",
             "demo",
             "Where bars come from: the embedded synthetic universe (generated on first "
-            "use, no download) or a data folder in the canonical layout.",
-            choices=("demo", "files"),
+            "use, no download), a data folder in the canonical layout, the layered kline "
+            "cache, or the exchange (fetched into the cache first).",
+            choices=("demo", "files", "cache", "exchange"),
         ),
         "path": Key(
             "str",
             None,
-            "The data folder (bars/<interval>/<SYMBOL>/...) when source is 'files'.",
+            "The data folder (files), or the cache folder (cache, exchange; default: "
+            "~/.cache/tickray/klines).",
             optional=True,
+        ),
+        "venue": Key(
+            "str",
+            "usdm",
+            "The exchange market of the cache and of fetches: Binance spot or USD-M futures.",
+            choices=("spot", "usdm"),
+        ),
+        "base_url": Key(
+            "str", None, "The exchange's REST address (default: Binance's).", optional=True
         ),
         "interval": Key("duration", "1m", "Bar interval to replay."),
         "start": Key("time", None, "First bar open time (default: the first bar).", optional=True),
@@ -571,7 +582,11 @@ def parse_spec(raw: object) -> RunSpec:
     if data["source"] == "files" and not data["path"]:
         raise SpecError("data.path: required when data.source is 'files'")
     if data["source"] == "demo" and data["path"]:
-        raise SpecError("data.path: only with data.source 'files' (the demo needs no folder)")
+        raise SpecError("data.path: not with data.source 'demo' (the demo needs no folder)")
+    if data["source"] in ("cache", "exchange") and values["universe"]["symbols"] is None:
+        raise SpecError(f"universe.symbols: required with data.source {data['source']!r}")
+    if data["source"] == "exchange" and (data["start"] is None or data["end"] is None):
+        raise SpecError("data.start and data.end: required with data.source 'exchange'")
     if data["start"] is not None and data["end"] is not None and data["end"] <= data["start"]:
         raise SpecError("data.end: must be after data.start")
     if values["account"]["type"] != "perp" and "perp" in raw:

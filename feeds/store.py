@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +40,13 @@ SPEC_FIELDS = ("tick_size", "step_size", "min_qty", "min_notional")
 #: Fixed Parquet writer settings: same input table -> same bytes.
 WRITER_OPTIONS: dict[str, object] = {
     "compression": "zstd",
-    "compression_level": 3,
+    "compression_level": 1,
     "row_group_size": 65536,
     "version": "2.6",
     "data_page_size": 1 << 20,
-    "use_dictionary": True,
+    # float prices rarely repeat: dictionary pages cost time and bytes (measured: 14.9 ->
+    # 10.8 MB and 0.31 -> 0.21 s for the real 1m kline months)
+    "use_dictionary": False,
     "write_statistics": True,
 }
 
@@ -139,16 +142,21 @@ def write_bars(root: str | Path, symbol: str, interval: str, table: pa.Table) ->
     ts = ts_numpy(bars.column("ts"))
     months = _month_keys(ts)
     cuts = [0, *(np.flatnonzero(months[1:] != months[:-1]) + 1).tolist(), len(ts)]
-    written: list[Path] = []
-    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-        month = str(months[lo])
-        path = sdir / f"{month}.parquet"
+
+    def write(lo: int, hi: int) -> Path:
+        path = sdir / f"{months[lo]}.parquet"
         part = bars.slice(lo, hi - lo)
         if path.exists():
             part = _merge_existing(path, part)
         write_parquet_atomic(part, path)
-        written.append(path)
-    return written
+        return path
+
+    spans = list(zip(cuts[:-1], cuts[1:], strict=True))
+    if len(spans) == 1:
+        return [write(*spans[0])]
+    # one file per month, written side by side (Parquet encoding releases the GIL)
+    with ThreadPoolExecutor(max_workers=min(4, len(spans))) as pool:
+        return list(pool.map(lambda span: write(*span), spans))
 
 
 def list_symbols(root: str | Path, interval: str) -> list[str]:

@@ -70,7 +70,7 @@ def test_two_keys_make_a_complete_spec() -> None:
             "data.end: must be after data.start",
         ),
         ({"data": {"source": "files"}}, "data.path: required when data.source is 'files'"),
-        ({"data": {"source": "exchange"}}, "data.source: must be one of 'demo', 'files'"),
+        ({"data": {"source": "s3"}}, "data.source: must be one of 'demo', 'files', 'cache'"),
         ({"perp": {"leverage": 5}}, "perp: only with account.type 'perp'"),
         (
             {"account": {"type": "perp"}, "perp": {"leverage": 0}},
