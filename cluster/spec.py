@@ -34,11 +34,17 @@ DEMO_SEED = 7
 DEMO_START = "2024-01-01"
 
 
-def demo_data_dir() -> Path:
+def cache_base() -> Path:
+    """tickray's cache folder: ``$TICKRAY_CACHE``, else ``$XDG_CACHE_HOME/tickray``, else
+    ``~/.cache/tickray``."""
     base = os.environ.get("TICKRAY_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "tickray"
     )
-    return Path(base) / f"demo-v2-{DEMO_SYMBOLS}x{DEMO_DAYS}d-seed{DEMO_SEED}"
+    return Path(base)
+
+
+def demo_data_dir() -> Path:
+    return cache_base() / f"demo-v2-{DEMO_SYMBOLS}x{DEMO_DAYS}d-seed{DEMO_SEED}"
 
 
 def ensure_demo_data() -> Path:
@@ -209,10 +215,7 @@ def build_run(spec: RunSpec, params: Mapping[str, Any] | None = None) -> RunConf
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("TICKRAY_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache"), "tickray"
-    )
-    return Path(base) / "klines"
+    return cache_base() / "klines"
 
 
 def cached_store(spec: RunSpec) -> Path:

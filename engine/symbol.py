@@ -840,15 +840,7 @@ class SymbolSim:
                 n0 = len(fills)
                 self._fill_pending(lo, lo + 1, fills, updates)
                 self._margin_fills(fills, n0)
-            hi = lo + 1 if self._has_orders() else k
-            while self._ci < len(ch) and ch[self._ci] < lo:
-                self._ci += 1
-            if self._ci < len(ch):
-                hi = min(hi, int(ch[self._ci]) + 1)
-            while self._fk < len(fb) and fb[self._fk] < lo:
-                self._fk += 1  # pragma: no cover - settled in an earlier run
-            if self._fk < len(fb):
-                hi = min(hi, int(fb[self._fk]) + 1)
+            hi = self._run_end(lo, k)
             pos = self.leg_position
             if pos != 0.0:
                 lp = perp.liquidation_price(pos, self.avg_price)
@@ -899,15 +891,7 @@ class SymbolSim:
                     self._fill_pending(lo, lo + 1, fills, updates)
                     self._tag(fills, n0)
                     self._margin_fills(fills, n0)
-            hi = lo + 1 if self._has_orders() else k
-            while self._ci < len(ch) and ch[self._ci] < lo:
-                self._ci += 1
-            if self._ci < len(ch):
-                hi = min(hi, int(ch[self._ci]) + 1)
-            while self._fk < len(fb) and fb[self._fk] < lo:
-                self._fk += 1  # pragma: no cover - settled in an earlier run
-            if self._fk < len(fb):
-                hi = min(hi, int(fb[self._fk]) + 1)
+            hi = self._run_end(lo, k)
             j = self._hedge_liquidations(
                 lo, hi, self._mlow[lo:hi], self._mhigh[lo:hi], fills, updates
             )
@@ -991,6 +975,22 @@ class SymbolSim:
                 share = abs(pos) * self.liquidation_fill_price(lp, side) / notional
                 self._liquidate(j, lp, fills, updates, fee_cap=total * share)
         return j
+
+    def _run_end(self, lo: int, k: int) -> int:
+        """The end of the run of bars from ``lo`` (before ``k``) over which a perpetual's
+        position cannot change: one bar while orders work, else up to the next target
+        change or funding settlement, that bar included."""
+        ch, fb = self._changes, self._fund_bars
+        hi = lo + 1 if self._has_orders() else k
+        while self._ci < len(ch) and ch[self._ci] < lo:
+            self._ci += 1
+        if self._ci < len(ch):
+            hi = min(hi, int(ch[self._ci]) + 1)
+        while self._fk < len(fb) and fb[self._fk] < lo:
+            self._fk += 1  # pragma: no cover - settled in an earlier run
+        if self._fk < len(fb):
+            hi = min(hi, int(fb[self._fk]) + 1)
+        return hi
 
     def _margin_fills(self, fills: list[Fill], n0: int) -> None:
         """Feed this advance's fills from index ``n0`` to the margin state."""

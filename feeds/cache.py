@@ -63,7 +63,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -86,7 +85,7 @@ from tickray.feeds.schemas import (
     interval_text,
     ts_numpy,
 )
-from tickray.feeds.store import validate_symbol, write_bars
+from tickray.feeds.store import validate_symbol, write_bars, write_parquet_atomic
 
 REFRESH_POLICIES = ("never", "stale", "always")
 VENUE_RE = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -228,18 +227,8 @@ def _closed_before(t_ns: int, step: int, grace_ns: int) -> int:
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` with :data:`CACHE_WRITER_OPTIONS` via a temp file, fsync and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh, **CACHE_WRITER_OPTIONS)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    """Write ``table`` with :data:`CACHE_WRITER_OPTIONS`, atomically (the store's writer)."""
+    write_parquet_atomic(table, path, CACHE_WRITER_OPTIONS)
 
 
 def _with_meta(table: pa.Table, complete: bool, fetched_ns: int, days: Sequence[str]) -> pa.Table:

@@ -88,13 +88,16 @@ def _month_keys(ts: np.ndarray) -> np.ndarray:
     return ts.astype("datetime64[ns]").astype("datetime64[M]")
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` with :data:`WRITER_OPTIONS` via a temp file and ``os.replace``."""
+def write_parquet_atomic(
+    table: pa.Table, path: Path, options: Mapping[str, object] | None = None
+) -> None:
+    """Write ``table`` to ``path`` with ``options`` (default :data:`WRITER_OPTIONS`) via a
+    temp file, fsync and ``os.replace``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            pq.write_table(table, fh, **WRITER_OPTIONS)
+            pq.write_table(table, fh, **(WRITER_OPTIONS if options is None else options))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, path)
