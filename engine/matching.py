@@ -644,6 +644,12 @@ class Venue:
                 why = why or f"new qty {new_qty} is not above the filled {o.filled}"
                 self._emit(o, OrderStatus.MODIFY_REJECTED, ts, why)
                 return
+            parent = self.orders.get(o.parent) if o.parent else None
+            if parent is not None and not parent.is_open and new_qty > parent.filled + 1e-12:
+                # a child released by a partly filled parent covers only what it filled
+                why = f"new qty {new_qty} is above its parent's filled {parent.filled}"
+                self._emit(o, OrderStatus.MODIFY_REJECTED, ts, why)
+                return
         resting = self._is_resting(o)
         if (
             o.req.post_only
