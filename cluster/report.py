@@ -222,6 +222,7 @@ def render_report(folder: str | os.PathLike[str]) -> str:
         _equity_section(run),
         _drawdown_section(run),
         _symbols_section(run),
+        _risk_section(run),
         _funding_section(run),
         _liquidations_section(run),
         _fills_section(run),
@@ -275,6 +276,9 @@ class _Run:
     funding: pa.Table | None
     liquidations: pa.Table | None
     balances: dict[str, Any] = field(default_factory=dict)
+    risk: pa.Table | None = None
+    risk_events: pa.Table | None = None
+    risk_summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -325,6 +329,9 @@ def _load(folder: Path) -> _Run:
         funding=_read_optional(folder / "funding.parquet"),
         liquidations=_read_optional(folder / "liquidations.parquet"),
         balances=_dict(metrics.get("balances")),
+        risk=_read_optional(folder / "risk.parquet"),
+        risk_events=_read_optional(folder / "risk_events.parquet"),
+        risk_summary=_dict(metrics.get("risk")),
     )
 
 
@@ -796,6 +803,60 @@ def _number(v: Any) -> float | None:
 
 
 # ---------------------------------------------------------------- funding and liquidations
+
+
+def _axis_times(v: float) -> str:
+    return f"{v:,.2f}x"
+
+
+def _risk_section(run: _Run) -> tuple[str, str, str] | None:
+    """Gross leverage over time, the risk monitor's events and the decisions it made."""
+    t = run.risk
+    if t is None or t.num_rows == 0:
+        return None
+    ts, lev = _timestamps(t), _floats(t, "gross_leverage")
+    ok = np.isfinite(lev)
+    chart = _line_chart(
+        "leverage-chart", "Gross leverage", ts[ok], lev[ok], _axis_times, baseline=0.0
+    )
+    summ = run.risk_summary
+    facts = [
+        f"max gross leverage {summ.get('max_gross_leverage', float('nan')):.2f}x",
+        f"{summ.get('halts', 0)} halt(s)",
+        f"entries blocked for {format_span(int(float(summ.get('time_blocked_s', 0)) * 1e9))}",
+    ]
+    if summ.get("kill_switch"):
+        facts.append("the kill switch fired")
+    rows = []
+    ev = run.risk_events
+    if ev is not None and ev.num_rows:
+        for when, kind, value in zip(
+            _timestamps(ev).tolist(), _column(ev, "kind"), _column(ev, "value"), strict=True
+        ):
+            rows.append(
+                f"<tr><td>{_e(format_time(when))}</td><td>{_e(kind)}</td>"
+                f"{_td(format_metric('max_drawdown', value), 'num')}</tr>"
+            )
+    events = (
+        "<table>"
+        + _thead([("Time", False), ("Event", False), ("Value", True)])
+        + "<tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+        if rows
+        else _note("The risk monitor never halted entries.")
+    )
+    decided = 0
+    if run.orders is not None and run.orders.num_rows:
+        reasons = _column(run.orders, "reason")
+        statuses = _column(run.orders, "status")
+        decided = sum(
+            1
+            for st, r in zip(statuses, reasons, strict=True)
+            if r and st in ("ACCEPTED", "REJECTED")
+        )
+    note = _note("; ".join(facts) + f"; {decided:,} orders resized or refused with a reason.")
+    return _section("risk", "Risk", chart + "\n" + note + "\n" + events)
 
 
 def _funding_section(run: _Run) -> tuple[str, str, str] | None:

@@ -395,8 +395,12 @@ def test_page_parses_with_balanced_elements(busy_html: str) -> None:
     doc = parse(busy_html)  # no stray end tag, nothing left open
     (page,) = doc.all("html")
     assert [c.tag for c in page.children if isinstance(c, Node)] == ["head", "body"]
-    assert len(doc.all("main")) == 1 and len(doc.all("section")) == 6
+    # portfolio, equity, drawdown, symbols, risk, fills, orders
+    assert len(doc.all("main")) == 1 and len(doc.all("section")) == 7
     assert busy_html.startswith("<!DOCTYPE html>")
+    (risk,) = [s for s in doc.all("section") if s.attrs.get("id") == "risk"]
+    assert "leverage-chart" in busy_html and "orders resized or refused" in busy_html
+    assert risk.all("svg")
 
 
 # ---------------------------------------------------------------- edge cases

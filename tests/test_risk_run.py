@@ -94,6 +94,8 @@ def test_kill_switch_flattens_and_blocks(tmp_path: Path) -> None:
     risk = _table(res.out, "risk")
     assert risk.blocked.iloc[-1] and risk.drawdown.max() > 0.2
     assert res.metrics["risk"]["kill_switch"] is True
+    html = (res.out / "report.html").read_text()
+    assert "the kill switch fired" in html and "<td>kill</td>" in html
 
 
 @pytest.fixture(scope="module")
