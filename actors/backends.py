@@ -64,14 +64,15 @@ class LocalBackend:
         self.portfolio = PortfolioActor(config)
 
     def submit(self, calls: Sequence[Call]) -> Pending:
-        out: list[Outbox] = []
-        for a, until, inboxes, syms in calls:
-            out.extend(self.actors[a].step(until, inboxes, syms))
-        return out
+        # run at collect, as on Ray: the clock settles and records the step it holds
+        # before an error of the work it sent ahead comes back
+        return list(calls)
 
     def collect(self, pending: Pending) -> list[Outbox]:
-        done: list[Outbox] = pending
-        return done
+        out: list[Outbox] = []
+        for a, until, inboxes, syms in pending:
+            out.extend(self.actors[a].step(until, inboxes, syms))
+        return out
 
     def settle(
         self,

@@ -115,7 +115,12 @@ class Clock:
         last_pos = dict.fromkeys(symbols, 0.0)
         while True:
             t_a = time.perf_counter()
-            outs = [ob for h in flight for ob in self.backend.collect(h)]
+            try:
+                outs = [ob for h in flight for ob in self.backend.collect(h)]
+            except Exception:
+                if last_res is not None:  # a symbol failed: keep every step settled so far
+                    self.recorder.record(last_res)
+                raise
             stats.advance_s += time.perf_counter() - t_a
             for ob in outs:
                 at[ob.symbol] = ob.reached

@@ -48,6 +48,21 @@ class SignalError(ValueError):
     """A signal that cannot become orders; names the field and the problem."""
 
 
+class StrategyError(RuntimeError):
+    """A strategy raised: names the symbol, the simulated time and the strategy, and
+    carries the strategy's own traceback in its message (the cause is chained)."""
+
+    @classmethod
+    def wrap(cls, exc: BaseException, symbol: str, strategy: str, when: str) -> StrategyError:
+        import traceback
+
+        frames = "".join(traceback.format_exception(exc)).rstrip()
+        return cls(
+            f"{symbol} at {when}: strategy '{strategy}' raised {type(exc).__name__}: {exc}\n"
+            f"{frames}"
+        )
+
+
 class Direction(Enum):
     BUY = 1
     SELL = -1

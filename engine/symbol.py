@@ -34,7 +34,7 @@ position after them. ``position`` is the net of the legs.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar, NamedTuple, Protocol
 
 import numpy as np
@@ -43,7 +43,7 @@ import numpy.typing as npt
 from tickray.engine.approval import check_cash
 from tickray.engine.barvenue import BarVenue
 from tickray.engine.calendar import Calendar
-from tickray.engine.clock import ceil_to
+from tickray.engine.clock import ceil_to, iso
 from tickray.engine.config import AccountConfig, ExecutionConfig
 from tickray.engine.events import (
     EMPTY_FILLS,
@@ -81,6 +81,7 @@ from tickray.engine.signals import (
     Signal,
     SignalError,
     SignalStrategy,
+    StrategyError,
     exit_requests,
 )
 from tickray.engine.strategies import BarStrategy
@@ -358,24 +359,15 @@ class SymbolSim:
         strategy = self.strategy
         if self.sizer is not None:
             self.sizer.prepare(high, low, close)
-        if isinstance(strategy, SignalStrategy):
-            targets = np.zeros(len(close), dtype=np.int8)
-        elif self.hedge:
-            # one code per bar: bit 0 the long leg open, bit 1 the short leg open
-            if strategy.needs_ohlc:
-                longs, shorts = strategy.leg_targets_ohlc(high, low, close)
-            else:
-                longs, shorts = strategy.leg_targets(close)
-            if not self.allow_short:
-                shorts = np.zeros_like(shorts)
-            targets = (longs | (shorts << 1)).astype(np.int8)
-        else:
-            if strategy.needs_ohlc:
-                targets = strategy.targets_ohlc(high, low, close)
-            else:
-                targets = strategy.targets(close)
-            if not self.allow_short:
-                targets = np.maximum(targets, 0).astype(np.int8)
+        try:
+            targets = self._targets_of(strategy, high, low, close)
+        except (SimulationError, SignalError):
+            raise
+        except Exception as exc:
+            when = iso(int(chunk.ts[0]) + self.interval)
+            raise StrategyError.wrap(
+                exc, self.symbol, strategy.name, f"the bars from {when}"
+            ) from exc
         prev = np.empty_like(targets)
         prev[0] = self._prev_target
         prev[1:] = targets[:-1]
@@ -413,6 +405,30 @@ class SymbolSim:
         self._i = 0
         self._n = len(targets)
         return True
+
+    def _targets_of(
+        self, strategy: BarStrategy | SignalStrategy, high: F64, low: F64, close: F64
+    ) -> npt.NDArray[np.int8]:
+        """The chunk's per-bar targets (hedge mode: one code per bar, bit 0 the long
+        leg open, bit 1 the short leg open; an event strategy has none)."""
+        if isinstance(strategy, SignalStrategy):
+            return np.zeros(len(close), dtype=np.int8)
+        if self.hedge:
+            if strategy.needs_ohlc:
+                longs, shorts = strategy.leg_targets_ohlc(high, low, close)
+            else:
+                longs, shorts = strategy.leg_targets(close)
+            if not self.allow_short:
+                shorts = np.zeros_like(shorts)
+            out: npt.NDArray[np.int8] = (longs | (shorts << 1)).astype(np.int8)
+            return out
+        if strategy.needs_ohlc:
+            targets = strategy.targets_ohlc(high, low, close)
+        else:
+            targets = strategy.targets(close)
+        if not self.allow_short:
+            targets = np.maximum(targets, 0).astype(np.int8)
+        return targets
 
     # -- the step -----------------------------------------------------------------------
     def advance(self, until: int, decisions: Sequence[RiskDecision]) -> Outbox:
@@ -566,7 +582,7 @@ class SymbolSim:
         if not self._started:
             self._started = True
             state.now = int(self._open_ts[j])
-            self._signal(strategy.on_start(self._ctx), j, state.now, intents, updates)
+            self._signal(self._call(strategy.on_start, self._ctx), j, state.now, intents, updates)
             if strategy.timer_ns:
                 self._next_timer = ceil_to(state.now, strategy.timer_ns)
         n0 = len(fills)
@@ -577,14 +593,19 @@ class SymbolSim:
             self._process_perp(j, j + 1, fills, updates, intents)
         for f in fills[n0:]:
             state.now = f.ts_event
-            self._signal(strategy.on_fill(f, self._ctx), j, f.ts_event, intents, updates, f.price)
+            sig = self._call(strategy.on_fill, f, self._ctx)
+            self._signal(sig, j, f.ts_event, intents, updates, f.price)
         if self._stop is not None:
             self._manage_stop(j, close_ts, updates)
         step = strategy.timer_ns
         while step and self._next_timer <= close_ts:
             state.now = self._next_timer
             self._signal(
-                strategy.on_timer(self._next_timer, self._ctx), j, state.now, intents, updates
+                self._call(strategy.on_timer, self._next_timer, self._ctx),
+                j,
+                state.now,
+                intents,
+                updates,
             )
             self._next_timer += step
         state.now = close_ts
@@ -598,7 +619,15 @@ class SymbolSim:
             float(self._close[j]),
             float(self._volume[j]),
         )
-        self._signal(strategy.on_bar(bar, self._ctx), j, close_ts, intents, updates)
+        self._signal(self._call(strategy.on_bar, bar, self._ctx), j, close_ts, intents, updates)
+
+    def _call(self, callback: Callable[..., Signal | None], *args: object) -> Signal | None:
+        """One strategy callback; what it raises comes back naming the symbol and the time."""
+        try:
+            return callback(*args)
+        except Exception as exc:
+            when = iso(self._ctx_state.now)
+            raise StrategyError.wrap(exc, self.symbol, self.strategy.name, when) from exc
 
     def _sleeve(self, price: float) -> float:
         """This symbol's sleeve of the capital now: its share plus its own PnL."""

@@ -352,3 +352,44 @@ def test_signal_helpers_build_signals() -> None:
     make: Callable[..., Signal] = buy
     assert make().entry is Entry.MARKET
     assert np.isclose(buy(confidence=1e-9).confidence, 1e-9)
+
+
+class Faulty(SignalStrategy):
+    name = "faulty"
+
+    def on_bar(self, bar: Bar, ctx: Context) -> Signal | None:
+        if ctx.bars == 4:
+            return {"oops": 1}["missing"]  # type: ignore[return-value]  # a KeyError
+        return buy() if ctx.bars == 2 else None
+
+
+def test_a_strategy_that_raises_is_reported_and_the_results_kept(tmp_path: Path) -> None:
+    from tickray.engine.signals import StrategyError
+
+    event_strategies.EVENT_STRATEGIES["faulty"] = Faulty
+    try:
+        root = tmp_path / "data"
+        write_bar_rows(root, SYM, T0, [FLAT_BAR] * 8)
+        cfg = RunConfig(
+            data_root=str(root),
+            interval_ns=MINUTE,
+            symbols=(SYM,),
+            start_ns=T0,
+            end_ns=T0 + 8 * MINUTE,
+            strategy=StrategyConfig("faulty", {}),
+            account=AccountConfig(taker_fee=0.0, price_buffer=0.0),
+            specs={SYM: SymbolSpec(SYM, tick_size=0.01, step_size=0.001)},
+            fuse=False,  # one step per call: the steps before the error are all settled
+        )
+        with pytest.raises(StrategyError) as info:
+            run_backtest(cfg, tmp_path / "out")
+    finally:
+        del event_strategies.EVENT_STRATEGIES["faulty"]
+    text = str(info.value)
+    # the symbol, the simulated time of the 4th bar's close, the strategy and its traceback
+    assert text.startswith("AAAUSDT at 2024-05-01T00:04:00Z: strategy 'faulty' raised KeyError")
+    assert "Traceback" in text and "on_bar" in text
+    partial = tmp_path / "out.partial"
+    assert "strategy 'faulty' raised KeyError" in (partial / "error.txt").read_text()
+    # what was settled before the error is kept: the entry decided at bar 1 filled
+    assert pq.read_table(partial / "fills.parquet").num_rows == 1
