@@ -502,24 +502,8 @@ class SymbolSim:
             pos = self.leg_position
             if pos == 0.0:
                 continue
-            intent = OrderIntent(
-                self.symbol,
-                self._next_id,
-                t,
-                Side.SELL if pos > 0 else Side.BUY,
-                OrderType.MARKET,
-                abs(pos),
-                None,
-                None,
-                TimeInForce.GTC,
-                True,
-                self.last_close,
-                "flatten",
-                self._pside,
-            )
-            self._next_id += 1
-            self.committed = self.spec.round_qty(self.committed - pos)
-            self.open_intents[intent.intent_id] = intent
+            side = Side.SELL if pos > 0 else Side.BUY
+            intent = self._new_intent(t, side, abs(pos), self.last_close, "flatten", True)
             updates.append(_update(intent, OrderStatus.SUBMITTED, t, intent.qty, reason))
             decision = RiskDecision(
                 self.symbol, intent.intent_id, t, RiskAction.APPROVE, intent.qty, reason
@@ -742,31 +726,12 @@ class SymbolSim:
             order_type, limit = OrderType.LIMIT, self.spec.round_price(float(sig.price or 0))
         elif sig.entry is Entry.STOP:
             order_type, stop = OrderType.STOP_MARKET, self.spec.round_price(float(sig.price or 0))
-        intent = OrderIntent(
-            self.symbol,
-            self._next_id,
-            ts,
-            side,
-            order_type,
-            qty,
-            limit,
-            stop,
-            TimeInForce.GTC,
-            desired == 0,
-            price,
-            strategy.name,
-            self._pside,
+        intent = self._new_intent(
+            ts, side, qty, price, strategy.name, desired == 0, order_type, limit, stop
         )
-        self._next_id += 1
-        self.committed = self.spec.round_qty(self.committed + delta)
-        self.open_intents[intent.intent_id] = intent
         if sig.has_exits and desired != 0:
             self._exits[intent.intent_id] = (sig, abs(desired))
-        if not self.self_approve:
-            intents.append(intent)
-            return
-        updates.append(_update(intent, OrderStatus.SUBMITTED, ts, intent.qty, ""))
-        self._apply([self._self_decide(intent)], ts, updates)
+        self._send(intent, intents, updates)
 
     def _place_exits(self, sig: Signal, qty: float, parent: int, ts: int) -> None:
         """The signal's exits for a position of ``qty``: reduce-only, one cancels the
@@ -1226,29 +1191,54 @@ class SymbolSim:
         if qty == 0 or not self.spec.tradable(qty, price):
             return
         side = Side.BUY if delta > 0 else Side.SELL
+        intent = self._new_intent(
+            int(self._close_ts[c]), side, qty, price, self.strategy.name, reduce_only
+        )
+        self._send(intent, intents, updates)
+
+    def _new_intent(
+        self,
+        ts: int,
+        side: Side,
+        qty: float,
+        ref_price: float,
+        tag: str,
+        reduce_only: bool,
+        order_type: OrderType = OrderType.MARKET,
+        price: float | None = None,
+        stop: float | None = None,
+    ) -> OrderIntent:
+        """An intent of the leg in use, numbered and counted in its committed position."""
         intent = OrderIntent(
             self.symbol,
             self._next_id,
-            int(self._close_ts[c]),
+            ts,
             side,
-            OrderType.MARKET,
+            order_type,
             qty,
-            None,
-            None,
+            price,
+            stop,
             TimeInForce.GTC,
             reduce_only,
-            price,
-            self.strategy.name,
+            ref_price,
+            tag,
             self._pside,
         )
         self._next_id += 1
-        self.committed = self.spec.round_qty(self.committed + delta)
+        self.committed = self.spec.round_qty(self.committed + side * qty)
         self.open_intents[intent.intent_id] = intent
+        return intent
+
+    def _send(
+        self, intent: OrderIntent, intents: list[OrderIntent], updates: list[OrderUpdate]
+    ) -> None:
+        """To the portfolio with the step's outbox, or decided here (symbol approval)."""
         if not self.self_approve:
             intents.append(intent)
             return
-        updates.append(_update(intent, OrderStatus.SUBMITTED, intent.ts_event, intent.qty, ""))
-        self._apply([self._self_decide(intent)], intent.ts_event, updates)
+        ts = intent.ts_event
+        updates.append(_update(intent, OrderStatus.SUBMITTED, ts, intent.qty, ""))
+        self._apply([self._self_decide(intent)], ts, updates)
 
     def _self_decide(self, it: OrderIntent) -> RiskDecision:
         """The cash check against this symbol's own sub-account (see engine.approval)."""

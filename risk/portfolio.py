@@ -78,8 +78,8 @@ class PortfolioRisk:
                 now = np.where(np.isnan(row), self._last, row)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     ret = now / self._last - 1.0
-                self._returns = np.roll(self._returns, -1, axis=0)
-                self._returns[-1] = ret
+                # a ring buffer: row ``filled % window`` is the oldest once it is full
+                self._returns[self._filled % len(self._returns)] = ret
                 self._filled += 1
                 self._last = now
 
@@ -110,7 +110,7 @@ class PortfolioRisk:
             prices = np.nan_to_num(pf.mark, nan=price)
             returns = None
             if self.window and self._filled >= self.window:
-                returns = self._returns
+                returns = self._window()
             lim = check_limits(
                 self.limits,
                 spec=spec,
@@ -154,6 +154,11 @@ class PortfolioRisk:
         action = RiskAction.RESIZE if again.qty < it.qty else again.action
         return CashCheck(action, again.qty, reason, again.cash_estimate)
 
+    def _window(self) -> F64:
+        """The returns window, oldest row first (read at decisions, not per boundary)."""
+        out: F64 = np.roll(self._returns, -(self._filled % len(self._returns)), axis=0)
+        return out
+
     def _weight_cut(
         self,
         pf: Portfolio,
@@ -172,7 +177,7 @@ class PortfolioRisk:
         n = len(self.symbols)
         weights = np.full(n, 1.0 / n)
         if self._filled >= sizing.vol_window:
-            rets = self._returns[-sizing.vol_window :]
+            rets = self._window()[-sizing.vol_window :]
             with np.errstate(invalid="ignore"):
                 vols = np.nanstd(np.log1p(rets), axis=0, ddof=1)
             weights = inverse_vol_weights(vols)

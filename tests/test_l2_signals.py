@@ -76,33 +76,13 @@ def recorder() -> Iterator[type[Recorder]]:
 
 
 def _config(path: Path, **kw: Any) -> RunConfig:
-    from argparse import Namespace
+    """The topology tests' command line, with the recorder strategy on 1m trade bars."""
+    from test_l2_topology import _args
 
-    args = Namespace(
-        files=[str(path)],
-        sync="1s",
-        size=0.01,
-        offset=0,
-        max_position=None,
-        timer="1s",
-        wake_ticks=1,
-        wake_on_fill=True,
-        latency='{"submit": "2ms", "cancel": "1ms", "modify": "1ms", "market_data": "1ms"}',
-        queue="conservative",
-        no_tops=False,
-        seed=0,
-        cash=100_000.0,
-        fee=0.0005,
-        maker_fee=0.0002,
-        backend="local",
-        symbols_per_actor=0,
-        strategy="l2_recorder",
-        param=None,
-        bar="1m",
+    base: dict[str, Any] = dict(
+        wake_ticks=1, wake_on_fill=True, strategy="l2_recorder", param=None, bar="1m"
     )
-    for k, v in kw.items():
-        setattr(args, k, v)
-    return build_l2_config(args)
+    return build_l2_config(_args([path], **(base | kw)))
 
 
 @pytest.fixture(scope="module")
