@@ -438,6 +438,7 @@ def bench_strategies(n_bars: int) -> None:
         config(root, ["BENCHUSDT"], n_bars, sync_ns=HOUR, approval="symbol"),
         n_bars,
     )
+    print(f"  ({base.result.metrics['portfolio']['fills']:,} fills)", flush=True)
     cases = [
         ("mean_reversion", {"window": 60, "entry_z": 2.5, "stop_z": 4.0}),
         ("breakout", {"window": 120, "exit_window": 60}),
@@ -453,7 +454,8 @@ def bench_strategies(n_bars: int) -> None:
             approval="symbol",
             strategy=StrategyConfig(name, params),
         )
-        run_case(f"strategy_{name}_1sym_{n_bars // 1000}k_sync1h", cfg, n_bars, baseline=base)
+        c = run_case(f"strategy_{name}_1sym_{n_bars // 1000}k_sync1h", cfg, n_bars, baseline=base)
+        print(f"  ({c.result.metrics['portfolio']['fills']:,} fills)", flush=True)
     small = n_bars // 5
     cfg = config(
         root,

@@ -279,6 +279,10 @@ class _Run:
     risk: pa.Table | None = None
     risk_events: pa.Table | None = None
     risk_summary: dict[str, Any] = field(default_factory=dict)
+    # decimals per symbol, looked up once (a table cell asks for every row)
+    _decimals: dict[str, tuple[int | None, int | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def config(self) -> dict[str, Any]:
@@ -286,6 +290,12 @@ class _Run:
 
     def decimals(self, symbol: str) -> tuple[int | None, int | None]:
         """(price decimals, quantity decimals) from the run's symbol specs, when known."""
+        known = self._decimals.get(symbol)
+        if known is None:
+            known = self._decimals[symbol] = self._spec_decimals(symbol)
+        return known
+
+    def _spec_decimals(self, symbol: str) -> tuple[int | None, int | None]:
         specs = self.config.get("specs")
         spec = specs.get(symbol) if isinstance(specs, dict) else None
         if not isinstance(spec, dict):

@@ -785,6 +785,8 @@ class SymbolSim:
             self._ci += 1
             if self._has_orders():
                 self._fill_pending(i, c + 1, fills, updates)
+            if self._fast is not None:  # what it sends at c's close is active from c + 1
+                self._fast._hint = c + 1
             self._on_target(int(self._targets[c]), c, intents, updates)
         if self._has_orders():
             self._fill_pending(i, k, fills, updates)
@@ -1389,6 +1391,16 @@ class _OpenFills:
         self._realized: list[float] = []
         self._positions: list[float] = []
         self._next_fill = 1
+        # the index the last search ended at: an order sent at a bar's close usually
+        # becomes active at the bar the previous call stopped before
+        self._hint = 0
+
+    def _first_open(self, open_ts: I64, lo: int, hi: int, t: int) -> int:
+        """Index in ``[lo, hi]`` of the first bar opening at or after ``t``."""
+        h = self._hint
+        if lo <= h < hi and open_ts[h] >= t and (h == lo or open_ts[h - 1] < t):
+            return h
+        return lo + int(open_ts[lo:hi].searchsorted(t, side="left"))
 
     def fill(
         self,
@@ -1402,7 +1414,7 @@ class _OpenFills:
         done: list[tuple[_Pending, Fill]] = []
         still: list[_Pending] = []
         for o in self.pending:
-            j = lo + int(open_ts[lo:hi].searchsorted(o.active_from, side="left"))
+            j = self._first_open(open_ts, lo, hi, o.active_from)
             if j >= hi:
                 still.append(o)
                 continue
@@ -1480,6 +1492,7 @@ class _OpenFills:
                 )
                 done.append((o, f))
         self.pending = still
+        self._hint = hi
         return done
 
     def _book(self, q: float, price: float) -> None:
