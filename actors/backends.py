@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,6 +22,7 @@ import numpy.typing as npt
 
 from tickray.actors.portfolio import PortfolioActor
 from tickray.actors.symbol import SymbolActor
+from tickray.actors.usercode import main_classes, runtime_env, shipped_modules, uploaded_env
 from tickray.engine.codec import decode_outboxes, encode_inboxes, encode_outboxes
 from tickray.engine.config import RunConfig
 from tickray.engine.events import Inbox, Outbox
@@ -125,14 +127,25 @@ class RayBackend:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        # user strategy code reaches the workers through Ray: module files and
+        # folders as the runtime environment's py_modules (for the whole job when
+        # tickray starts Ray, else uploaded for these actors), __main__ classes by value
+        mods = shipped_modules(config)
+        if mods != config.strategy.modules:
+            config = replace(config, strategy=replace(config.strategy, modules=mods))
+        env = runtime_env(mods)
+        extra: dict[str, Any] = {}
         if not ray.is_initialized():
             ray.init(
                 address=self.address,
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
+                runtime_env=env,
             )
             self._started_ray = True
+        elif env:
+            extra["runtime_env"] = uploaded_env(env)
         self._ray = ray
         nodes = sorted(
             n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU")
@@ -145,14 +158,19 @@ class RayBackend:
 
         # Zero CPU reservations: placement is explicit, and the number of symbol
         # actors is already chosen from the CPU count.
+        classes = main_classes(config) or None
         sym_cls: Any = ray.remote(num_cpus=0)(SymbolActor)
         port_cls: Any = ray.remote(num_cpus=0)(PortfolioActor)
         self.actors: list[Any] = [
-            sym_cls.options(scheduling_strategy=on(i)).remote(config, list(shard), t0)
+            sym_cls.options(scheduling_strategy=on(i), **extra).remote(
+                config, list(shard), t0, classes
+            )
             for i, shard in enumerate(shards)
         ]
         if self.remote_portfolio:
-            self.portfolio: Any = port_cls.options(scheduling_strategy=on(0)).remote(config)
+            self.portfolio: Any = port_cls.options(scheduling_strategy=on(0), **extra).remote(
+                config
+            )
             ray.get(self.portfolio.summary.remote())
         else:
             self.local_portfolio = PortfolioActor(config)

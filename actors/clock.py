@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tickray.actors.backends import Backend, Call, Pending, cpu_count
+from tickray.actors.progress import Progress
 from tickray.actors.recorder import Recorder
 from tickray.engine.clock import ceil_to, floor_to
 from tickray.engine.config import RunConfig
@@ -71,20 +72,36 @@ class ClockStats:
     record_s: float = 0.0
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """The run was asked to stop (Ctrl-C, SIGTERM); every step settled up to ``reached``
+    (ns) is recorded."""
+
+    def __init__(self, reached: int, why: str = "interrupted") -> None:
+        super().__init__(why)
+        self.reached = reached
+        self.why = why
+
+
 class Clock:
-    """Drives a replay from ``config.start_ns`` to its end over a backend."""
+    """Drives a replay from ``config.start_ns`` to its end over a backend.
+
+    :meth:`request_stop` (safe from a signal handler) makes :meth:`run` stop at the
+    next settlement: it records that step and raises :class:`RunInterrupted`.
+    """
 
     def __init__(
         self,
         config: RunConfig,
         backend: Backend,
         recorder: Recorder,
-        progress: Callable[[float], None] | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
         self.recorder = recorder
         self.progress = progress
+        self.stop_requested = ""
+        self.reached = 0
         self.stats = ClockStats()
         sync = config.sync_ns
         self.t0 = floor_to(config.start_ns, sync)
@@ -92,8 +109,16 @@ class Clock:
         self.t_end = ceil_to(last_close, sync)
         self.shards = shard(config.symbols, config.symbols_per_actor, cpu_count())
 
+    def request_stop(self, why: str = "interrupted") -> None:
+        """Stop at the next settlement (the steps settled so far are recorded)."""
+        self.stop_requested = why
+
     def run(self) -> dict[str, Any]:
         cfg = self.config
+        self.reached = self.t0
+        if self.progress is not None:
+            interval = cfg.interval_ns if cfg.l2 is None else 0
+            self.progress.start_span(self.t0, self.t_end, len(cfg.symbols), interval)
         sync = cfg.sync_ns
         symbols = list(cfg.symbols)
         col = {s: i for i, s in enumerate(symbols)}
@@ -106,7 +131,6 @@ class Clock:
         inboxes: dict[str, Inbox] = {}
         mark_buf: list[npt.NDArray[np.float64]] = [np.empty(0) for _ in symbols]
         horizon = sync * (FUSE_STEPS if cfg.fuse else 1)
-        span = max(1, self.t_end - self.t0)
         t = self.t0
         target = min(self.t_end, t + horizon)
         flight = [self._submit(symbols, target, inboxes)]
@@ -170,10 +194,14 @@ class Clock:
             last_res = res
             stats.record_s += time.perf_counter() - t_a
             t = t_next
+            self.reached = t
             if self.progress is not None:
-                self.progress((t - self.t0) / span)
+                self.progress.at(t)
             if t >= self.t_end:
                 break
+            if self.stop_requested:
+                self.recorder.record(last_res)
+                raise RunInterrupted(t, self.stop_requested)
         self.recorder.record(last_res)
         last = [[inboxes[s] for s in sh if s in inboxes] for sh in self.shards]
         closing = self.backend.finish(t, last, END_REASON)

@@ -8,10 +8,11 @@ fills, marks) back.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tickray.actors.usercode import ensure_loaded
 from tickray.engine.book import queue_from_spec
 from tickray.engine.clock import format_duration
 from tickray.engine.codec import decode_inboxes, encode_outboxes
@@ -42,7 +43,16 @@ _NO_PX = np.empty(0, dtype=np.float64)
 class SymbolActor:
     """Feed cursor, strategy, order manager and bar fill model for each of its symbols."""
 
-    def __init__(self, config: RunConfig, symbols: Sequence[str], t0: int) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        symbols: Sequence[str],
+        t0: int,
+        strategies: Mapping[str, type] | None = None,
+    ) -> None:
+        # a user strategy: its modules (shipped by Ray's runtime environment) are
+        # imported, and classes sent by value (defined in __main__) registered
+        ensure_loaded(config.strategy.modules, strategies)
         self.sims: dict[str, SymbolSim | L2SymbolSim] = {}
         if config.l2 is not None:
             self._start_l2(config, symbols, t0)

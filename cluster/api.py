@@ -20,7 +20,8 @@ table; ``report()`` writes the HTML report and returns its path.
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from collections.abc import Mapping
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tickray.cluster.runner import RunResult, run_backtest
-from tickray.cluster.spec import config_from_document, load_spec, merge
+from tickray.cluster.spec import build_run, config_from_document, load_spec, merge
 from tickray.engine.config import RunConfig
 from tickray.engine.metrics import Metrics
+from tickray.engine.spec import RunSpec
+from tickray.engine.strategies import check_strategy_class, register_strategy, user_strategies
 
 TABLES = (
     "fills",
@@ -60,6 +63,17 @@ class Result:
         self.metrics: dict[str, Any] = json.loads((self.out / "metrics.json").read_text())
         self.run_info: dict[str, Any] = json.loads((self.out / "run.json").read_text())
         self.wall_seconds = run.wall_seconds if run is not None else None
+
+    @property
+    def complete(self) -> bool:
+        """False for a run stopped early (Ctrl-C): its tables end at :attr:`reached`."""
+        return "incomplete" not in self.metrics
+
+    @property
+    def reached(self) -> str | None:
+        """Where an incomplete run stopped (ISO-8601 UTC simulated time); None when complete."""
+        info = self.metrics.get("incomplete")
+        return str(info["reached"]) if isinstance(info, dict) else None
 
     def __repr__(self) -> str:
         p = self.metrics["portfolio"]
@@ -158,33 +172,78 @@ def _metrics(d: dict[str, Any]) -> Metrics:
 
 
 def run(
-    spec: str | Path | dict[str, Any] | RunConfig,
+    spec: str | Path | Mapping[str, Any] | RunSpec | RunConfig | None = None,
     *,
+    strategy: str | type | None = None,
+    params: Mapping[str, Any] | None = None,
     backend: str | None = None,
     out: str | Path | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     address: str | None = None,
 ) -> Result:
-    """Run a backtest from a spec file, a spec dict or a RunConfig; see the module doc."""
+    """Run a backtest and return its :class:`Result`; see the module doc.
+
+    ``spec``: a spec file path, a spec dict, a checked :class:`RunSpec`, a
+    :class:`RunConfig`, or None (the demo data with the default strategy).
+    ``strategy``: a registered name, or a strategy class (registered here if it is not
+    yet, so a class from a notebook cell runs as is); ``params`` its parameters
+    (merged over the spec's). ``backend``: ``"local"`` (in-process) or ``"ray"``.
+    ``progress``: None shows a bar where one can be seen (a terminal or a notebook;
+    never in CI or a log), False never. Ctrl-C stops at the next step: the Result of
+    the part done comes back with ``complete`` False.
+    """
+    name: str | None = None
+    if strategy is not None:
+        if isinstance(strategy, str):
+            name = strategy
+        else:
+            name, _ = check_strategy_class(strategy)
+            if user_strategies().get(name) is not strategy:
+                register_strategy(strategy)
+    if spec is None:
+        spec = {"data": {"source": "demo"}}
     if isinstance(spec, RunConfig):
         config = spec
-        if backend is not None:
-            config = RunConfig(
-                **{f: getattr(config, f) for f in config.__dataclass_fields__}
-                | {"backend": backend}
+        if name is not None or params is not None:
+            strat = config.strategy
+            new_name = name or strat.name
+            base = strat.params if new_name == strat.name else {}
+            config = replace(
+                config,
+                strategy=replace(strat, name=new_name, params=dict(base) | dict(params or {})),
             )
+        if backend is not None:
+            config = replace(config, backend=backend)
+    elif isinstance(spec, RunSpec):
+        if name is not None or backend is not None:
+            raise TypeError(
+                "run: strategy= and backend= apply to a spec file or dict; a checked "
+                "RunSpec is run as it is"
+            )
+        config = build_run(spec, params)
     else:
         if isinstance(spec, str | Path):
             doc = load_spec(spec)
-        elif isinstance(spec, dict):
+        elif isinstance(spec, Mapping):
             doc = dict(spec)
         else:
             raise TypeError(
-                f"spec: expected a file path, a dict or a RunConfig, got {type(spec).__name__}"
+                "spec: expected a spec file path, a dict, a RunSpec or a RunConfig, "
+                f"got {type(spec).__name__}"
             )
+        over: dict[str, Any] = {}
         if backend is not None:
-            doc = merge(doc, {"run": {"backend": backend}})
-        config = config_from_document(doc)
+            over["run"] = {"backend": backend}
+        if name is not None or params is not None:
+            raw = doc.get("strategy")
+            section: dict[str, Any] = dict(raw) if isinstance(raw, Mapping) else {}
+            if name is not None and section.get("name") not in (None, name):
+                section.pop("params", None)  # the spec's parameters belong to another strategy
+            if name is not None:
+                section["name"] = name
+            section["params"] = dict(section.get("params") or {}) | dict(params or {})
+            over["strategy"] = section
+        config = config_from_document(merge(doc, over) if over else doc)
     if out is None:
         from tickray.cluster.cli import default_out
 

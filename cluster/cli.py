@@ -18,7 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tickray.cluster.spec import build_run, config_from_document, load_spec, merge
+from tickray.actors.progress import progress_for
+from tickray.cluster.spec import (
+    build_run,
+    check_document,
+    config_from_document,
+    load_spec,
+    merge,
+)
 from tickray.engine.clock import duration_ns, iso, parse_time
 from tickray.engine.config import (
     AccountConfig,
@@ -100,6 +107,11 @@ def spec_document(args: argparse.Namespace) -> dict[str, Any]:
         strat.pop("params", None)  # the file's parameters belong to another strategy
     if args.strategy:
         strat["name"] = args.strategy
+    if getattr(args, "strategy_module", None):
+        known = strat.get("modules") or []
+        strat["modules"] = ([known] if isinstance(known, str) else list(known)) + list(
+            args.strategy_module
+        )
     demo = (merged.get("data") or {}).get("source", "demo") == "demo"
     if demo and "name" not in strat:
         strat = {"name": DEMO_STRATEGY, "params": dict(DEMO_PARAMS) | strat.get("params", {})}
@@ -165,7 +177,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"backend {config.backend}",
         flush=True,
     )
-    result = run_backtest(config, out, address=args.address, progress=not args.quiet)
+    result = run_backtest(
+        config, out, address=args.address, progress=None if not args.quiet else False
+    )
     print(format_table(result.metrics))
     s = result.stats
     print(
@@ -173,35 +187,59 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         f"{result.wall_seconds:.1f} s wall"
     )
     print(f"results: {result.out}  (report: {result.out / 'report.html'})")
-    return 0
+    return _interrupted(result)
+
+
+def _interrupted(result: Any) -> int:
+    """130 (the shell's code for Ctrl-C) after saying where an interrupted run's part is."""
+    if not result.interrupted:
+        return 0
+    reached = result.metrics.get("incomplete", {}).get("reached", "?")
+    print(
+        f"tickray: {result.interrupted} at {reached}: the results up to it are in {result.out}",
+        file=sys.stderr,
+    )
+    return 130
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run every point of a spec's parameter grid, one after another, into OUT/<k>/."""
     from tickray.cluster.runner import run_backtest
-    from tickray.engine.spec import expand_grid, parse_spec
+    from tickray.engine.spec import expand_grid
 
     doc = load_spec(args.spec)
     if args.backend:
         doc = merge(doc, {"run": {"backend": args.backend}})
-    spec = parse_spec(doc)
+    if args.strategy_module:
+        known = (doc.get("strategy") or {}).get("modules") or []
+        known = [known] if isinstance(known, str) else list(known)
+        doc = merge(doc, {"strategy": {"modules": known + list(args.strategy_module)}})
+    spec = check_document(doc)
     points = expand_grid(spec)
     configs = [build_run(spec, params) for params in points]  # every point checked first
     out = Path(args.out) if args.out else default_out()
     if out.exists():
         raise UsageError(f"--out: {out} already exists")
     print(f"tickray: sweep of {len(points)} runs of {spec.get('strategy.name')}", flush=True)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    bar = progress_for("sweep", False if args.quiet else None)
+    bar.start_count(len(points), "runs")
     for k, (params, config) in enumerate(zip(points, configs, strict=True)):
         res = run_backtest(config, out / f"{k:04d}", progress=False)
+        bar.count(k + 1)
+        if res.interrupted:
+            bar.close("interrupted")
+            print(f"tickray: sweep interrupted in run {k}; finished runs are in {out}")
+            (out / "sweep.json").write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
+            return 130
         m = res.metrics["portfolio"]
         rows.append({"run": k, "params": params} | {x: m[x] for x in _SWEEP_COLUMNS})
         shown = " ".join(f"{n}={v}" for n, v in sorted(params.items()))
-        print(
+        bar.write(
             f"{k:4d}  {shown:<40} return {m['total_return'] * 100:8.2f}%  "
-            f"sharpe {m['sharpe']:7.2f}  trades {m['trades']:6d}",
-            flush=True,
+            f"sharpe {m['sharpe']:7.2f}  trades {m['trades']:6d}"
         )
+    bar.close()
     (out / "sweep.json").write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
     print(f"results: {out}  (summary: {out / 'sweep.json'})")
     return 0
@@ -287,10 +325,12 @@ def cmd_replay_l2(args: argparse.Namespace) -> int:
         for s in config.symbols
     )
     print(f"tickray: L2 replay of {specs}, backend {config.backend}", flush=True)
-    result = run_backtest(config, out, address=args.address, progress=not args.quiet)
+    result = run_backtest(
+        config, out, address=args.address, progress=None if not args.quiet else False
+    )
     print(format_table(result.metrics))
     print(f"\n{result.wall_seconds:.1f} s wall\nresults: {result.out}")
-    return 0
+    return _interrupted(result)
 
 
 def cmd_import_dumps(args: argparse.Namespace) -> int:
@@ -390,7 +430,14 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--interval", help="bar interval (default 1m)")
     b.add_argument("--start", help="first bar open time, ISO-8601 UTC (default: first bar)")
     b.add_argument("--end", help="end time, exclusive, ISO-8601 UTC (default: after the last bar)")
-    b.add_argument("--strategy", help=" | ".join(strategy_names()))
+    b.add_argument("--strategy", help=" | ".join(strategy_names()) + " | a user strategy")
+    b.add_argument(
+        "--strategy-module",
+        action="append",
+        metavar="PATH",
+        help="a .py file, package folder or module name that registers strategies "
+        "(strategy.modules; repeatable)",
+    )
     b.add_argument("--param", action="append", metavar="NAME=VALUE", help="strategy parameter")
     b.add_argument(
         "--backend", choices=["local", "ray"], help="default: ray for --demo, else local"
@@ -466,7 +513,14 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("sweep", help="run every point of a spec's parameter grid")
     w.add_argument("spec", help="run spec file (.toml or .json) with list or range parameters")
     w.add_argument("--backend", choices=("local", "ray"), help="override run.backend")
+    w.add_argument(
+        "--strategy-module",
+        action="append",
+        metavar="PATH",
+        help="a .py file, package folder or module name that registers strategies (repeatable)",
+    )
     w.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
+    w.add_argument("--quiet", action="store_true", help="no progress bar")
     w.set_defaults(func=cmd_sweep)
     k = sub.add_parser("import-klines", help="convert Binance kline CSVs to the canonical layout")
     k.add_argument("files", nargs="+", help="kline CSV files (.csv or .csv.gz)")

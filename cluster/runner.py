@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -13,8 +18,9 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tickray.actors.backends import make_backend
-from tickray.actors.clock import Clock, ClockStats, stderr_progress
+from tickray.actors.backends import Backend, make_backend
+from tickray.actors.clock import Clock, ClockStats, RunInterrupted
+from tickray.actors.progress import progress_for
 from tickray.actors.recorder import Recorder, read_column
 from tickray.cluster.report import write_report
 from tickray.engine.clock import floor_to, format_duration, iso
@@ -35,6 +41,9 @@ class RunResult:
     metrics: dict[str, Any]
     stats: ClockStats
     wall_seconds: float
+    interrupted: str = ""
+    """Why the run stopped early (Ctrl-C, SIGTERM); "" for a complete run. An
+    interrupted run's folder is ``<out>.partial`` and holds every step settled."""
 
 
 def check_inputs(config: RunConfig) -> None:
@@ -77,12 +86,19 @@ def run_backtest(
     out: str | Path,
     *,
     address: str | None = None,
-    progress: bool = False,
+    progress: bool | None = False,
 ) -> RunResult:
     """Replay ``config`` on its backend and write the results folder ``out``.
 
-    On failure the partial results stay in ``<out>.partial`` with ``error.txt``
-    and the exception propagates.
+    ``progress``: a progress bar (:func:`~tickray.actors.progress.progress_for`:
+    None or True where one can be seen, False never).
+
+    Ctrl-C (SIGINT) or SIGTERM, when this runs in the main thread, stops the run at
+    the next settlement: every settled step is recorded, the metrics and report of
+    that part are written into ``<out>.partial`` (with ``error.txt`` saying why), and
+    the returned :class:`RunResult` has ``interrupted`` set. A second Ctrl-C stops at
+    once. On a failure the partial results stay in ``<out>.partial`` with
+    ``error.txt`` and the exception propagates.
     """
     check_inputs(config)
     began = time.perf_counter()
@@ -95,9 +111,16 @@ def run_backtest(
         perp=config.perp is not None,
     )
     backend = make_backend(config.backend, address, config.remote_portfolio)
-    clock = Clock(config, backend, recorder, stderr_progress("replay") if progress else None)
+    bar = progress_for("replay", progress)
+    clock = Clock(config, backend, recorder, bar)
     try:
-        summary = clock.run()
+        try:
+            with _stop_on_signals(clock):
+                summary = clock.run()
+        except RunInterrupted as stop:
+            bar.close(f"{stop.why}, results kept")
+            return _keep_interrupted(config, clock, recorder, backend, stop, began)
+        bar.close()
         recorder.close_files()
         metrics = results_metrics(recorder.partial, config, summary)
         metrics["risk"] = write_risk(recorder.partial, config, summary)
@@ -105,11 +128,66 @@ def run_backtest(
         path = recorder.commit(metrics, info)
         write_report(path)
     except BaseException as exc:
+        bar.close("stopped")
         recorder.fail(f"{type(exc).__name__}: {exc}")
         raise
     finally:
         backend.close()
     return RunResult(path, metrics, clock.stats, time.perf_counter() - began)
+
+
+@contextmanager
+def _stop_on_signals(clock: Clock) -> Iterator[None]:
+    """SIGINT and SIGTERM ask the clock to stop at the next settlement; a second
+    SIGINT raises KeyboardInterrupt at once. Only in the main thread (elsewhere
+    Python delivers no signals, and nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, _frame: object) -> None:
+        if clock.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        clock.request_stop(f"interrupted by {signal.Signals(signum).name}")
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _keep_interrupted(
+    config: RunConfig,
+    clock: Clock,
+    recorder: Recorder,
+    backend: Backend,
+    stop: RunInterrupted,
+    began: float,
+) -> RunResult:
+    """Metrics, risk and report of the settled part of a stopped run, in its ``.partial``
+    folder, marked incomplete (``run.json["incomplete"]`` and ``error.txt``)."""
+    summary = backend.summary()
+    recorder.close_files()
+    folder = recorder.partial
+    metrics = results_metrics(folder, config, summary)
+    metrics["risk"] = write_risk(folder, config, summary)
+    metrics["incomplete"] = {"reason": stop.why, "reached": iso(stop.reached)}
+    info = run_info(config, clock) | {"incomplete": metrics["incomplete"]}
+    for name, data in (("run.json", info), ("metrics.json", metrics)):
+        (folder / name).write_text(
+            json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8"
+        )
+    (folder / "error.txt").write_text(
+        f"{stop.why} at simulated time {iso(stop.reached)}; every step settled up to it "
+        "is recorded here\n",
+        encoding="utf-8",
+    )
+    write_report(folder)
+    return RunResult(folder, metrics, clock.stats, time.perf_counter() - began, stop.why)
 
 
 def write_risk(folder: Path, config: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from tickray.actors.usercode import load_modules
 from tickray.engine.clock import format_duration
 from tickray.engine.config import (
     AccountConfig,
@@ -99,6 +100,24 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+def check_document(doc: Mapping[str, Any]) -> RunSpec:
+    """:func:`~tickray.engine.spec.parse_spec` after importing the user modules the
+    document names in ``strategy.modules`` (their strategies must be registered before
+    the strategy's name is checked)."""
+    section = doc.get("strategy") if isinstance(doc, Mapping) else None
+    raw = section.get("modules") if isinstance(section, Mapping) else None
+    if raw is not None:
+        refs = [raw] if isinstance(raw, str) else raw
+        if not isinstance(refs, list | tuple) or not all(
+            isinstance(r, str) and r.strip() for r in refs
+        ):
+            raise SpecError(
+                f"strategy.modules: must be a list of strings (or one string), got {raw!r}"
+            )
+        load_modules(refs)
+    return parse_spec(doc)
+
+
 def build_run(spec: RunSpec, params: Mapping[str, Any] | None = None) -> RunConfig:
     """The run configuration of ``spec`` (with the grid point's strategy ``params``)."""
     from tickray.feeds.store import data_range, list_symbols, read_symbol_specs
@@ -174,7 +193,9 @@ def build_run(spec: RunSpec, params: Mapping[str, Any] | None = None) -> RunConf
         start_ns=start,
         end_ns=end,
         strategy=StrategyConfig(
-            strategy["name"], dict(params if params is not None else spec.params)
+            strategy["name"],
+            dict(params if params is not None else spec.params),
+            load_modules(strategy["modules"]),
         ),
         account=AccountConfig(
             initial_cash=acct["cash"],
@@ -253,7 +274,7 @@ def build_runs(spec: RunSpec) -> list[RunConfig]:
 
 def config_from_document(doc: Mapping[str, Any]) -> RunConfig:
     """A single run's configuration from a spec document; a grid is an error here."""
-    spec = parse_spec(doc)
+    spec = check_document(doc)
     if spec.grid:
         raise SpecError(
             f"strategy.params: {', '.join(sorted(spec.grid))} form a grid of {spec.runs} "

@@ -277,12 +277,36 @@ def l2_strategy(name: str, params: dict[str, Any]) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
+class UserModule:
+    """A user's Python module that registers strategies (see tickray.actors.usercode).
+
+    ``name`` is what workers import; ``path`` the ``.py`` file or package folder it
+    was loaded from ("" for a module installed on every machine); ``sha256`` the
+    digest of its source, recorded with the run's results.
+    """
+
+    name: str
+    path: str = ""
+    sha256: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class StrategyConfig:
+    """The strategy by registered name, its parameters, and the user modules to import
+    (in every worker, before the name is looked up) for a user strategy."""
+
     name: str = "momentum"
     params: dict[str, Any] = field(default_factory=dict)
+    modules: tuple[UserModule, ...] = ()
 
     def __post_init__(self) -> None:
-        make_strategy(self.name, self.params)  # raises ParamError naming the key
+        built = make_strategy(self.name, self.params)  # raises ParamError naming the key
+        # the given parameters as the strategy reads them ("3" from a command line is 3)
+        given = {k: getattr(built, k, v) for k, v in self.params.items()}
+        if given != self.params or any(
+            type(v) is not type(self.params[k]) for k, v in given.items()
+        ):
+            object.__setattr__(self, "params", given)
 
 
 @dataclass(frozen=True, slots=True)

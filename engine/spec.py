@@ -32,7 +32,12 @@ from typing import Any
 from tickray.engine.clock import duration_ns, parse_time
 from tickray.engine.config import ConfigError
 from tickray.engine.riskconfig import MonitorConfig, RiskLimits, SizingConfig
-from tickray.engine.strategies import ParamError, make_strategy, strategy_names
+from tickray.engine.strategies import (
+    ParamError,
+    builtin_strategies,
+    make_strategy,
+    strategy_names,
+)
 
 MAX_GRID = 100_000
 """The most runs a spec's parameter grid may expand into."""
@@ -48,9 +53,9 @@ class Key:
 
     Kinds: ``str``, ``int``, ``float``, ``bool``, ``duration`` (``"1m"``,
     ``"4h"``), ``time`` (ISO-8601 UTC), ``symbols`` (a list of names, or one
-    comma-separated string), ``table`` (a mapping checked by the section's
-    consumer), ``assets`` (asset -> amount). ``optional`` keys may be absent
-    (their default is None).
+    comma-separated string), ``strings`` (a list of strings, or one),
+    ``table`` (a mapping checked by the section's consumer), ``assets``
+    (asset -> amount). ``optional`` keys may be absent (their default is None).
     """
 
     kind: str
@@ -74,6 +79,7 @@ class Key:
             "duration": "a duration like '1m' or '4h'",
             "time": "an ISO-8601 UTC time like '2024-01-01' or '2024-01-01T12:00:00Z'",
             "symbols": "a list of symbol names",
+            "strings": "a list of strings (or one string)",
             "table": "a table",
             "assets": "a table of asset -> amount",
         }[self.kind]
@@ -208,7 +214,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "name": Key(
             "str",
             "momentum",
-            "A registered strategy: " + ", ".join(strategy_names()) + ".",
+            "A built-in strategy ("
+            + ", ".join(sorted(builtin_strategies()))
+            + ") or one a module of `strategy.modules` registers.",
+        ),
+        "modules": Key(
+            "strings",
+            (),
+            "Python files (`.py`), package folders or importable module names to import "
+            "before the strategy is looked up, so that their `@register_strategy` classes "
+            "can be named. Relative paths are from the working directory. On Ray they "
+            "reach the workers through the runtime environment.",
         ),
         "params": Key(
             "table",
@@ -752,6 +768,13 @@ def _check(where: str, key: Key, value: Any) -> Any:
         if not names:
             raise SpecError(f"{where}: at least one symbol is needed")
         return tuple(names)
+    if kind == "strings":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list | tuple) or not all(
+            isinstance(v, str) and v.strip() for v in items
+        ):
+            raise bad
+        return tuple(v.strip() for v in items)
     if kind == "assets":
         if not isinstance(value, Mapping):
             raise bad
@@ -783,7 +806,13 @@ def reference_markdown() -> str:
     for section, keys in SCHEMA.items():
         lines += [f"## [{section}]", "", "| key | type | default | meaning |", "|---|---|---|---|"]
         for name, key in keys.items():
-            default = "(none)" if key.default is None else repr(key.default)
+            default = (
+                "(none)"
+                if key.default is None
+                else "[]"
+                if key.default == ()
+                else repr(key.default)
+            )
             lines.append(f"| `{name}` | {key.describe()} | `{default}` | {key.doc} |")
         lines.append("")
     return "\n".join(lines)

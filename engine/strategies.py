@@ -895,18 +895,131 @@ def validate_params(
     return out
 
 
-def registry() -> dict[str, type[BarStrategy] | type[SignalStrategy]]:
-    """Every registered strategy by name: the bar strategies here and the event
-    strategies of :mod:`tickray.engine.event_strategies`."""
+StrategyClass = type[BarStrategy] | type[SignalStrategy]
+
+_USER: dict[str, StrategyClass] = {}
+"""Strategies registered by users (:func:`register_strategy`), by name."""
+
+_SIGNAL_CALLBACKS = ("on_bar", "on_trade", "on_book", "on_fill", "on_timer", "on_start")
+
+
+def builtin_strategies() -> dict[str, StrategyClass]:
+    """The strategies that ship with tickray, by name: the bar strategies here and the
+    event strategies of :mod:`tickray.engine.event_strategies`."""
     from tickray.engine.event_strategies import EVENT_STRATEGIES
 
-    out: dict[str, type[BarStrategy] | type[SignalStrategy]] = dict(STRATEGIES)
+    out: dict[str, StrategyClass] = dict(STRATEGIES)
     out.update(EVENT_STRATEGIES)
     return out
 
 
+def registry() -> dict[str, StrategyClass]:
+    """Every strategy by name: the built-in ones, then those users registered."""
+    out = builtin_strategies()
+    out.update(_USER)
+    return out
+
+
+def user_strategies() -> dict[str, StrategyClass]:
+    """The strategies users registered in this process, by name."""
+    return dict(_USER)
+
+
+def _where(cls: object) -> str:
+    module = getattr(cls, "__module__", None) or "?"
+    return f"{module}.{getattr(cls, '__qualname__', repr(cls))}"
+
+
+def check_strategy_class(cls: object, name: str | None = None) -> tuple[str, StrategyClass]:
+    """``(name, cls)`` when ``cls`` can run as a strategy; ParamError naming it when not.
+
+    A strategy is a subclass of :class:`BarStrategy` (it must implement
+    ``raw_batch`` and ``raw_one``, or ``raw_legs`` and ``raw_legs_one`` for a
+    :class:`LegStrategy`) or of :class:`SignalStrategy` (it must override at least
+    one callback). Its ``params`` map each parameter to ``(type, default,
+    minimum)`` with type ``int`` or ``float``. ``name`` (default: the class's
+    ``name`` attribute) is a non-empty identifier-like string.
+    """
+    where = _where(cls)
+    if not isinstance(cls, type):
+        raise ParamError(f"strategy {where}: expected a class, got {type(cls).__name__}")
+    if not issubclass(cls, BarStrategy | SignalStrategy):
+        raise ParamError(
+            f"strategy {where}: must subclass tickray.engine.strategies.BarStrategy "
+            "or tickray.engine.signals.SignalStrategy"
+        )
+    if name is None:
+        name = getattr(cls, "name", None)
+    if not isinstance(name, str) or not name.strip():
+        raise ParamError(f"strategy {where}: needs a name (a class attribute 'name' or name=)")
+    if not all(c.isalnum() or c in "_-." for c in name):
+        raise ParamError(
+            f"strategy {where}: name {name!r} may hold only letters, digits, '_', '-' and '.'"
+        )
+    params = getattr(cls, "params", None)
+    if not isinstance(params, Mapping):
+        raise ParamError(
+            f"strategy {where}: 'params' must be a dict of name -> (type, default, min)"
+        )
+    for key, entry in params.items():
+        ok = (
+            isinstance(key, str)
+            and isinstance(entry, tuple)
+            and len(entry) == 3
+            and entry[0] in (int, float)
+            and all(isinstance(v, int | float) and not isinstance(v, bool) for v in entry[1:])
+        )
+        if not ok:
+            raise ParamError(
+                f"strategy {where}: params[{key!r}] must be (int or float, default, minimum), "
+                f"got {entry!r}"
+            )
+    if issubclass(cls, BarStrategy):
+        missing = sorted(getattr(cls, "__abstractmethods__", ()))
+        if missing:
+            raise ParamError(f"strategy {where}: missing method(s) {', '.join(missing)}")
+    elif not any(getattr(cls, cb) is not getattr(SignalStrategy, cb) for cb in _SIGNAL_CALLBACKS):
+        raise ParamError(
+            f"strategy {where}: overrides none of the callbacks ({', '.join(_SIGNAL_CALLBACKS)})"
+        )
+    return name, cls
+
+
+def register_strategy(cls: Any = None, *, name: str | None = None) -> Any:
+    """Register a user strategy class so that specs, the CLI and :func:`tickray.run` can
+    name it. Use it as a decorator (``@register_strategy`` or
+    ``@register_strategy(name="mine")``) or call it with the class; it returns the class.
+
+    The class is checked first (:func:`check_strategy_class`). A built-in name is
+    refused; registering again under the same name replaces the entry only for a
+    class of the same module and qualified name (the module was re-imported, as
+    in a notebook or a Ray worker), and is refused for another class.
+    """
+
+    def apply(c: Any) -> Any:
+        key, checked = check_strategy_class(c, name)
+        if key in builtin_strategies():
+            raise ParamError(f"strategy {_where(c)}: {key!r} is a built-in strategy's name")
+        known = _USER.get(key)
+        if known is not None and _where(known) != _where(checked):
+            raise ParamError(
+                f"strategy {_where(c)}: name {key!r} is already registered by {_where(known)}"
+            )
+        if name is not None and getattr(checked, "name", None) != key:
+            checked.name = key  # the name its parameter errors and results carry
+        _USER[key] = checked
+        return c
+
+    return apply if cls is None else apply(cls)
+
+
+def unregister_strategy(name: str) -> None:
+    """Forget a user strategy (KeyError when none has that name)."""
+    del _USER[name]
+
+
 def strategy_names() -> list[str]:
-    """The registered strategy names, sorted."""
+    """The registered strategy names (built-in and user), sorted."""
     return sorted(registry())
 
 

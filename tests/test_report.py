@@ -287,7 +287,7 @@ def test_header_shows_the_run_settings(busy: Path, busy_html: str) -> None:
     header = parse(busy_html).by_id("run")
     info = {dt.text(): div.all("dd")[0].text() for div in header.all("div") for dt in div.all("dt")}
     assert info["Strategy"] == "momentum"
-    assert info["Parameters"] == "threshold=0, window=1"
+    assert info["Parameters"] == "threshold=0.0, window=1"
     assert info["Start"] == "2024-01-01 00:00:00" and info["End"] == "2024-01-03 00:00:00"
     assert info["Bar interval"] == "1m" and info["Step (sync)"] == "1m"
     assert info["Symbols"] == "2: SYN00USDT, SYN01USDT"

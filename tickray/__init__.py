@@ -13,8 +13,21 @@ From Python::
     res.equity()            # a DataFrame with UTC timestamps
     same = tickray.load(res.out)
 
-``run``, ``load`` and ``Result`` live in :mod:`tickray.cluster.api` and are
-imported on first use, so ``import tickray`` stays light.
+A strategy of your own, from a module or a notebook cell::
+
+    from tickray import SignalStrategy, Signal, register_strategy
+
+    @register_strategy
+    class Dip(SignalStrategy):
+        name = "dip"
+        params = {"drop": (float, 0.01, 0.0)}
+        def on_bar(self, bar, ctx): ...
+
+    tickray.run({"data": {"source": "demo"}}, strategy=Dip)
+
+The names are imported on first use (``run``, ``load`` and ``Result`` from
+:mod:`tickray.cluster.api`, the strategy classes from :mod:`tickray.engine`), so
+``import tickray`` stays light.
 """
 
 from __future__ import annotations
@@ -23,12 +36,22 @@ import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["Result", "load", "run"]
+
+_LAZY = {
+    "Result": "tickray.cluster.api",
+    "load": "tickray.cluster.api",
+    "run": "tickray.cluster.api",
+    "register_strategy": "tickray.engine.strategies",
+    "BarStrategy": "tickray.engine.strategies",
+    "SignalStrategy": "tickray.engine.signals",
+    "Signal": "tickray.engine.signals",
+}
+__all__ = sorted(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
+    module = _LAZY.get(name)
+    if module is not None:
         # imported by name: the strict type check of the pure layers must not follow it
-        api = importlib.import_module("tickray.cluster.api")
-        return getattr(api, name)
+        return getattr(importlib.import_module(module), name)
     raise AttributeError(f"module 'tickray' has no attribute {name!r}")
