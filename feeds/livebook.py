@@ -1,0 +1,810 @@
+"""Local order books kept in sync with Binance's depth diff streams, and the live feed that
+drives them from a :class:`~tickray.feeds.ws.BinanceWs`.
+
+The sync procedure is Binance's "How to manage a local order book correctly", per symbol:
+
+1. Buffer the diffs of ``<symbol>@depth[@speed]`` from the first one received.
+2. Fetch a REST snapshot (``GET /api/v3/depth`` spot, ``/fapi/v1/depth`` USD-M) through an
+   injected async callable (:data:`SnapshotFetcher`; :func:`rest_snapshot_fetcher` wraps
+   :class:`~tickray.feeds.rest.BinanceRest`).
+3. A snapshot older than the whole buffer (spot ``lastUpdateId + 1 < U``, futures
+   ``lastUpdateId < U`` of the first buffered diff) is useless: fetch another
+   (``stats.stale_snapshots``).
+4. Drop the buffered diffs the snapshot already holds (spot ``u <= lastUpdateId``, futures
+   ``u < lastUpdateId``); the first diff kept must bracket it (spot
+   ``U <= lastUpdateId + 1 <= u``, futures ``U <= lastUpdateId <= u``); then every diff must
+   continue the chain (spot ``U == previous u + 1``, futures ``pu == previous u``). Steps 3-4 on
+   the buffer are :func:`tickray.feeds.recordings._sync`, the code that reads recorded files.
+5. A diff whose ``u`` is not above the last one seen (a duplicate or a late, out-of-order
+   message) holds nothing new: it is dropped and counted (``stats.stale_diffs``), never applied.
+6. Any other break is a gap: the book is marked unsynced (its tops read None), the diff is
+   buffered and a new snapshot is fetched (a resync). Every gap and every (re)sync is counted
+   with its receive time in :class:`LiveBookStats`; ``LiveBook.gaps`` describes each gap.
+
+The book is two ``price -> qty`` dicts with the best prices cached (recomputed only after the
+best level is deleted). Every applied message is also kept, until :meth:`LiveBook.drain`, as
+canonical DEPTH_UPDATES rows (:mod:`tickray.feeds.schemas`), exactly the rows and ``*_line``
+numbering of :class:`~tickray.feeds.recordings.Recording`, with ``line`` = the message's
+session ``seq`` (:mod:`tickray.feeds.ws`):
+
+- a sync gives ``is_snapshot`` rows (the snapshot's bids then asks, as sent, ids
+  ``first = last = lastUpdateId``, ``prev_last_update_id`` null), followed by the buffered diffs
+  it applies at the snapshot's receive time (``ts = max(own receive time, snapshot's)``);
+- a *resync* snapshot also carries a qty-0 row for every level of the old book that the new
+  snapshot lacks, so a consumer that applies rows as "set level" (engine/book.py L2Book via
+  :func:`tickray.feeds.l2events.recording_events`) ends with exactly the new book; and the
+  buffered diffs it applies take the snapshot's line, so that merging by line replays them
+  after it. (At the *first* sync they keep their own line, as
+  :func:`~tickray.feeds.recordings.read_binance_recording` does; ``recording_events`` lifts
+  those to the snapshot's line itself.)
+
+All times are int64 ns since the epoch, UTC (local receive times).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+import random
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from tickray.feeds.recordings import _Diff, _parse_snapshot, _Snapshot, _sync
+from tickray.feeds.rest import BinanceRest, parse_depth, request_weight
+from tickray.feeds.schemas import TS_TYPE, DataError, conform
+from tickray.feeds.ws import (
+    BinanceWs,
+    DepthDiff,
+    Kline,
+    Market,
+    MarkPrice,
+    StreamKind,
+    Top,
+    Trade,
+    WsMessage,
+    backoff_delay,
+    parse_levels,
+    stream_kind,
+)
+
+Int64Array = npt.NDArray[np.int64]
+#: ``await fetch(symbol)`` -> Binance's depth snapshot payload, as decoded from its JSON:
+#: ``{"lastUpdateId": int, "bids": [[price, qty], ...], "asks": [...]}`` (+ ``E``/``T`` USD-M).
+SnapshotFetcher = Callable[[str], Awaitable[Mapping[str, Any]]]
+#: Called with the book after each (re)sync (``True``) and each applied diff (``False``).
+BookListener = Callable[["LiveBook", bool], None]
+
+_UNSYNCED, _AWAIT_FIRST, _SYNCED = range(3)
+# One applied message, as kept for drain(): line, ts, U, u, pu, bids, asks, is_snapshot
+# (bids/asks flat [price, qty, ...]).
+_Msg = tuple[int, int, int, int, int | None, list[float], list[float], bool]
+
+
+@dataclass
+class LiveBookStats:
+    """What happened to one book. ``syncs`` counts applied snapshots (the first sync and every
+    resync), ``resyncs`` those after the first; ``gaps`` counts sequence breaks (each leads to
+    a resync). ``stale_diffs`` counts diffs dropped because the book (or the snapshot) already
+    held them; ``stale_snapshots`` snapshots older than the buffered diffs; ``bad_snapshots``
+    and ``fetch_errors`` snapshots that failed validation or could not be fetched. Times are
+    receive times in ns; ``log`` keeps the last 1000 descriptions."""
+
+    snapshots: int = 0
+    syncs: int = 0
+    resyncs: int = 0
+    gaps: int = 0
+    stale_diffs: int = 0
+    stale_snapshots: int = 0
+    bad_snapshots: int = 0
+    unused_snapshots: int = 0
+    fetch_errors: int = 0
+    diffs_applied: int = 0
+    buffer_overflows: int = 0
+    sync_times_ns: list[int] = field(default_factory=list)
+    gap_times_ns: list[int] = field(default_factory=list)
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=1000))
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: v for k, v in vars(self).items() if isinstance(v, int)}
+        out |= {
+            "sync_times_ns": list(self.sync_times_ns),
+            "gap_times_ns": list(self.gap_times_ns),
+            "log": list(self.log),
+        }
+        return out
+
+
+class LiveBook:
+    """One symbol's local L2 book, synced from depth diffs and REST snapshots (module doc).
+
+    Feed it :meth:`on_diff` for every diff and :meth:`on_snapshot` for every snapshot, in
+    the order they were received; :attr:`wants_snapshot` says when a snapshot is needed.
+    ``max_buffer`` bounds the diffs held while unsynced (the oldest are dropped first).
+    ``emit=False`` keeps no rows for :meth:`drain`. ``listener`` (see :data:`BookListener`).
+    """
+
+    def __init__(
+        self,
+        symbol: str,
+        market: Market,
+        *,
+        max_buffer: int = 10_000,
+        emit: bool = True,
+        listener: BookListener | None = None,
+    ) -> None:
+        self.symbol = symbol.upper()
+        self.market: Market = market
+        self.futures = market != "spot"
+        self.source = f"binance {market} depth {self.symbol}"
+        self.max_buffer = max_buffer
+        self.emit = emit
+        self.listener = listener
+        self.stats = LiveBookStats()
+        #: Gap descriptions, in order (the ``gaps`` of a replayed Recording).
+        self.gaps: list[str] = []
+        #: Receive time of the first applied snapshot (None before).
+        self.first_snapshot_ts: int | None = None
+        self.bids: dict[float, float] = {}
+        self.asks: dict[float, float] = {}
+        self._bb: float | None = None  # cached best bid; None: recompute
+        self._ba: float | None = None
+        self._state = _UNSYNCED
+        self._buffer: deque[_Diff] = deque()
+        self._seen_u = -1  # highest u buffered since the last gap
+        self._snap: _Snapshot | None = None
+        self._prev_u = -1
+        self._last_ts = -(1 << 63)
+        self._msgs: list[_Msg] = []
+
+    # -- reading the book -----------------------------------------------------------------------
+
+    @property
+    def synced(self) -> bool:
+        """True when the book is exact as of :attr:`last_update_id`."""
+        return self._state != _UNSYNCED
+
+    @property
+    def wants_snapshot(self) -> bool:
+        """True when unsynced with diffs buffered (Binance: buffer first, then fetch)."""
+        return self._state == _UNSYNCED and bool(self._buffer)
+
+    @property
+    def last_update_id(self) -> int | None:
+        """Update id the book is exact at (None while unsynced)."""
+        if self._state == _UNSYNCED:
+            return None
+        if self._state == _AWAIT_FIRST:
+            assert self._snap is not None
+            snap_id: int = self._snap.last_update_id
+            return snap_id
+        return self._prev_u
+
+    def best_bid(self) -> tuple[float, float] | None:
+        """(price, qty) of the best bid; None while unsynced or empty."""
+        if self._state == _UNSYNCED or not self.bids:
+            return None
+        bb = self._bb
+        if bb is None:
+            bb = self._bb = max(self.bids)
+        return bb, self.bids[bb]
+
+    def best_ask(self) -> tuple[float, float] | None:
+        """(price, qty) of the best ask; None while unsynced or empty."""
+        if self._state == _UNSYNCED or not self.asks:
+            return None
+        ba = self._ba
+        if ba is None:
+            ba = self._ba = min(self.asks)
+        return ba, self.asks[ba]
+
+    def top(self, n: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+        """The best ``n`` bid and ask levels, best first, as (price, qty); empty while unsynced."""
+        if self._state == _UNSYNCED:
+            return [], []
+        bids, asks = self.bids, self.asks
+        return (
+            [(p, bids[p]) for p in heapq.nlargest(n, bids)],
+            [(p, asks[p]) for p in heapq.nsmallest(n, asks)],
+        )
+
+    # -- feeding it -----------------------------------------------------------------------------
+
+    def on_diff(self, recv_ns: int, seq: int, diff: DepthDiff) -> None:
+        """One depth diff received at ``recv_ns`` as session message ``seq``."""
+        if self._state == _SYNCED:
+            # hot path: the chain check and the level updates, nothing else
+            prev = self._prev_u
+            u = diff.last_id
+            if u <= prev:
+                self.stats.stale_diffs += 1
+                return
+            if (diff.prev_id != prev) if self.futures else (diff.first_id != prev + 1):
+                if self.futures:
+                    text = (
+                        f"line {seq + 1}: depth sequence gap: pu={diff.prev_id} but the previous "
+                        f"diff had u={prev} (this diff U={diff.first_id}, u={u})"
+                    )
+                else:
+                    text = (
+                        f"line {seq + 1}: depth sequence gap: U={diff.first_id} but the previous "
+                        f"diff had u={prev}, so U should be {prev + 1} (this diff u={u})"
+                    )
+                self._gap(recv_ns, text, self._as_diff(recv_ns, seq, diff))
+                return
+            ts = recv_ns if recv_ns > self._last_ts else self._last_ts
+            self._apply(diff.bids, diff.asks)
+            self._prev_u = u
+            self.stats.diffs_applied += 1
+            if self.emit:
+                self._last_ts = ts
+                self._msgs.append(
+                    (seq, ts, diff.first_id, u, diff.prev_id, diff.bids, diff.asks, False)
+                )
+            if self.listener is not None:
+                self.listener(self, False)
+            return
+        d = self._as_diff(recv_ns, seq, diff)
+        if diff.last_id <= self._seen_u:
+            self.stats.stale_diffs += 1  # late or repeated: a diff seen already covers it
+            return
+        self._seen_u = diff.last_id
+        if self._state == _AWAIT_FIRST:
+            assert self._snap is not None
+            self._first_after_snapshot(d, self._snap)
+            return
+        if len(self._buffer) >= self.max_buffer:
+            self._buffer.popleft()
+            self.stats.buffer_overflows += 1
+        self._buffer.append(d)
+
+    def on_snapshot(self, recv_ns: int, seq: int, payload: Mapping[str, Any]) -> bool:
+        """A REST depth snapshot received at ``recv_ns`` as session message ``seq``.
+
+        Returns True if the book synced from it (possibly hitting a gap again in the buffered
+        diffs right after). A snapshot that fails validation, is older than the buffered diffs,
+        or cannot be joined to them is counted and logged, and :attr:`wants_snapshot` stays
+        true. Never raises for bad data, so that a replay meets the same outcome as live.
+        """
+        self.stats.snapshots += 1
+        try:
+            snap = _parse_snapshot(seq, recv_ns, dict(payload), self.source)
+            where = f"{self.source} snapshot (message {seq})"
+            bids = parse_levels(snap.bids, f"{where}: field 'bids'")
+            asks = parse_levels(snap.asks, f"{where}: field 'asks'")
+        except DataError as exc:
+            self.stats.bad_snapshots += 1
+            self.stats.log.append(f"{recv_ns}: bad snapshot: {exc}")
+            return False
+        if self._state != _UNSYNCED:
+            self.stats.unused_snapshots += 1
+            self.stats.log.append(f"{recv_ns}: snapshot {snap.last_update_id} while synced: unused")
+            return False
+        last_id = snap.last_update_id
+        target = last_id if self.futures else last_id + 1  # the update the first diff must hold
+        buf = list(self._buffer)
+        if buf and buf[0][2] > target:
+            self.stats.stale_snapshots += 1
+            self.stats.log.append(
+                f"{recv_ns}: snapshot lastUpdateId {last_id} is older than the first buffered "
+                f"diff (U={buf[0][2]}): fetching another"
+            )
+            return False
+        kept, gaps = _sync(buf, snap, self.futures, self.source, False)
+        if gaps and not kept:  # updates right after the snapshot are missing from the buffer
+            self._gap(recv_ns, _gap_text(gaps[0]), None)
+            self._rebuffer([d for d in buf if d[3] >= target])
+            self.stats.stale_diffs += len(buf) - len(self._buffer)
+            return False
+        self.stats.stale_diffs += sum(1 for d in buf if d[3] < target)
+        first_sync = self.first_snapshot_ts is None
+        self._load_snapshot(recv_ns, seq, last_id, bids, asks)
+        for d in kept:
+            line = d[0] if first_sync else seq
+            self._apply_buffered(d, recv_ns, line)
+        self._buffer = deque()
+        if gaps:  # synced, but the buffered diffs break further on: unsynced again
+            self._prev_u = kept[-1][3]
+            self._state = _SYNCED
+            self._gap(recv_ns, _gap_text(gaps[0]), None)
+            self._rebuffer(buf[buf.index(kept[-1]) + 1 :])
+            return True
+        if kept:
+            self._prev_u = kept[-1][3]
+            self._state = _SYNCED
+        else:
+            self._snap = snap
+            self._state = _AWAIT_FIRST
+        if self.listener is not None:
+            self.listener(self, True)
+        return True
+
+    def drain(self) -> tuple[pa.Table, Int64Array]:
+        """The DEPTH_UPDATES rows of the messages applied since the last drain, and their lines."""
+        msgs, self._msgs = self._msgs, []
+        return depth_rows(msgs, self.source)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _as_diff(recv_ns: int, seq: int, diff: DepthDiff) -> _Diff:
+        return (seq, recv_ns, diff.first_id, diff.last_id, diff.prev_id, diff.bids, diff.asks)
+
+    def _gap(self, recv_ns: int, text: str, diff: _Diff | None) -> None:
+        self.stats.gaps += 1
+        self.stats.gap_times_ns.append(recv_ns)
+        self.stats.log.append(f"{recv_ns}: gap: {text}")
+        self.gaps.append(text)
+        self._state = _UNSYNCED
+        self._snap = None
+        self._buffer = deque([diff] if diff is not None else [])
+        self._seen_u = diff[3] if diff is not None else self._prev_u
+
+    def _rebuffer(self, diffs: list[_Diff]) -> None:
+        self._buffer = deque(diffs)
+        if diffs:
+            self._seen_u = max(d[3] for d in diffs)
+
+    def _first_after_snapshot(self, d: _Diff, snap: _Snapshot) -> None:
+        kept, gaps = _sync([d], snap, self.futures, self.source, False)
+        if gaps:
+            self._gap(d[1], _gap_text(gaps[0]), d)
+        elif kept:
+            self._state = _SYNCED
+            self._snap = None
+            self._apply_buffered(d, d[1], d[0])
+        else:
+            self.stats.stale_diffs += 1
+
+    def _apply_buffered(self, d: _Diff, not_before: int, line: int) -> None:
+        line_, ts, first, last, prev, bids, asks = d
+        ts = max(ts, not_before, self._last_ts)
+        self._apply(bids, asks)
+        self._prev_u = last
+        self.stats.diffs_applied += 1
+        if self.emit:
+            self._last_ts = ts
+            self._msgs.append((line, ts, first, last, prev, bids, asks, False))
+        if self.listener is not None and self._state == _SYNCED:
+            self.listener(self, False)
+
+    def _load_snapshot(
+        self, recv_ns: int, seq: int, last_id: int, bids: list[float], asks: list[float]
+    ) -> None:
+        it = iter(bids)
+        new_bids = {p: q for p, q in zip(it, it, strict=True) if q}
+        it = iter(asks)
+        new_asks = {p: q for p, q in zip(it, it, strict=True) if q}
+        if self.first_snapshot_ts is not None:  # a resync: delete what the new book lacks
+            bids = bids + [x for p in self.bids if p not in new_bids for x in (p, 0.0)]
+            asks = asks + [x for p in self.asks if p not in new_asks for x in (p, 0.0)]
+            self.stats.resyncs += 1
+        else:
+            self.first_snapshot_ts = recv_ns
+        self.bids, self.asks = new_bids, new_asks
+        self._bb = self._ba = None
+        self._prev_u = last_id
+        self.stats.syncs += 1
+        self.stats.sync_times_ns.append(recv_ns)
+        self.stats.log.append(f"{recv_ns}: synced at lastUpdateId {last_id}")
+        ts = max(recv_ns, self._last_ts)
+        if self.emit:
+            self._last_ts = ts
+            self._msgs.append((seq, ts, last_id, last_id, None, bids, asks, True))
+
+    def _apply(self, bids: list[float], asks: list[float]) -> None:
+        # The per-diff hot spot: one plain loop per side, with the best price kept up to date
+        # (a new better level becomes the best; deleting the best forgets it, and it is
+        # recomputed when next asked for). Measured faster than dict.update + compress here.
+        book = self.bids
+        best = self._bb
+        it = iter(bids)
+        for p, q in zip(it, it, strict=False):
+            if q:
+                book[p] = q
+                if best is not None and p > best:
+                    best = p
+            elif book.pop(p, None) is not None and p == best:
+                best = None
+        self._bb = best
+        book = self.asks
+        best = self._ba
+        it = iter(asks)
+        for p, q in zip(it, it, strict=False):
+            if q:
+                book[p] = q
+                if best is not None and p < best:
+                    best = p
+            elif book.pop(p, None) is not None and p == best:
+                best = None
+        self._ba = best
+
+
+def _gap_text(text: str) -> str:
+    return text.removesuffix("; depth rows stop here")
+
+
+def depth_rows(msgs: list[_Msg], source: str) -> tuple[pa.Table, Int64Array]:
+    """Applied messages -> (DEPTH_UPDATES table, line of each row), vectorised."""
+    n = len(msgs)
+    counts = np.fromiter(
+        chain.from_iterable((len(m[5]) // 2, len(m[6]) // 2) for m in msgs),
+        dtype=np.int64,
+        count=2 * n,
+    )
+    per_msg = counts[0::2] + counts[1::2]
+    flat = np.fromiter(
+        chain.from_iterable(chain.from_iterable((m[5], m[6]) for m in msgs)),
+        dtype=np.float64,
+        count=2 * int(per_msg.sum()),
+    )
+    row_msg = np.repeat(np.arange(n), per_msg)
+    side = np.repeat(np.tile(np.array([1, -1], dtype=np.int8), n), counts)
+
+    def col(k: int) -> Int64Array:
+        return np.fromiter((m[k] for m in msgs), dtype=np.int64, count=n)
+
+    lines = col(0)[row_msg]
+    table = pa.table(
+        {
+            "ts": pa.array(col(1)[row_msg], type=TS_TYPE),
+            "first_update_id": col(2)[row_msg],
+            "last_update_id": col(3)[row_msg],
+            "prev_last_update_id": pa.array([m[4] for m in msgs], type=pa.int64()).take(
+                pa.array(row_msg, type=pa.int64())
+            ),
+            "side": side,
+            "price": flat[0::2],
+            "qty": flat[1::2],
+            "is_snapshot": np.fromiter((m[7] for m in msgs), dtype=np.bool_, count=n)[row_msg],
+        }
+    )
+    return conform(table, "depth_updates", source), lines
+
+
+# ---------------------------------------------------------------------------------------------
+# one symbol's streams
+
+
+class SymbolBatch(NamedTuple):
+    """One symbol's rows since the last drain, in the canonical schemas, with each row's
+    session ``seq`` (``*_line``). ``trades`` come from ``@trade`` (trade_id = t) and
+    ``agg_trades`` from ``@aggTrade`` (trade_id = a). ``marks`` is a FUNDING table of the
+    ``markPrice`` stream (``ts`` = receive time; ``funding_rate`` is Binance's current
+    estimate, not a settlement). ``bars`` holds, per interval, the closed klines (BARS,
+    ``ts`` = open time)."""
+
+    depth: pa.Table
+    depth_line: Int64Array
+    trades: pa.Table
+    trades_line: Int64Array
+    agg_trades: pa.Table
+    agg_trades_line: Int64Array
+    tops: pa.Table
+    tops_line: Int64Array
+    marks: pa.Table
+    bars: dict[str, pa.Table]
+
+
+Handler = Callable[[int, int, Any], None]
+
+
+class LiveSymbol:
+    """One symbol's live state: its :class:`LiveBook` and its trades, tops, marks and bars
+    since the last :meth:`drain`. :meth:`handler` gives the ``(recv_ns, seq, event)``
+    callable for each stream kind; the live feed and the recording reader both use them."""
+
+    def __init__(
+        self,
+        symbol: str,
+        market: Market,
+        *,
+        max_buffer: int = 10_000,
+        emit: bool = True,
+        listener: BookListener | None = None,
+    ) -> None:
+        self.symbol = symbol.upper()
+        self.market: Market = market
+        self.book = LiveBook(symbol, market, max_buffer=max_buffer, emit=emit, listener=listener)
+        self._trades: tuple[list[Any], ...] = tuple([] for _ in range(6))
+        self._aggs: tuple[list[Any], ...] = tuple([] for _ in range(6))
+        self._tops: tuple[list[Any], ...] = tuple([] for _ in range(7))
+        self._marks: tuple[list[Any], ...] = tuple([] for _ in range(4))
+        self._bars: dict[str, list[Kline]] = {}
+        self._last_bar: dict[str, int] = {}
+
+    def handler(self, kind: StreamKind) -> Handler:
+        """The ``(recv_ns, seq, event)`` callable for a stream of ``kind``."""
+        if kind is StreamKind.DEPTH:
+            return self.book.on_diff
+        if kind is StreamKind.TRADE:
+            return self._trade_handler(self._trades)
+        if kind is StreamKind.AGG_TRADE:
+            return self._trade_handler(self._aggs)
+        if kind is StreamKind.BOOK_TICKER:
+            return self._top_handler()
+        if kind is StreamKind.MARK_PRICE:
+            return self._on_mark
+        return self._on_kline
+
+    @staticmethod
+    def _trade_handler(cols: tuple[list[Any], ...]) -> Handler:
+        a_line, a_ts, a_id, a_p, a_q, a_m = (c.append for c in cols)
+
+        def on_trade(recv_ns: int, seq: int, t: Trade) -> None:
+            a_line(seq)
+            a_ts(recv_ns)
+            a_id(t.trade_id)
+            a_p(t.price)
+            a_q(t.qty)
+            a_m(t.is_buyer_maker)
+
+        return on_trade
+
+    def _top_handler(self) -> Handler:
+        a_line, a_ts, a_u, a_b, a_bq, a_a, a_aq = (c.append for c in self._tops)
+
+        def on_top(recv_ns: int, seq: int, t: Top) -> None:
+            a_line(seq)
+            a_ts(recv_ns)
+            a_u(t.update_id)
+            a_b(t.bid_price)
+            a_bq(t.bid_qty)
+            a_a(t.ask_price)
+            a_aq(t.ask_qty)
+
+        return on_top
+
+    def _on_mark(self, recv_ns: int, seq: int, m: MarkPrice) -> None:
+        for col, value in zip(
+            self._marks, (recv_ns, m.funding_rate, m.mark_price, m.index_price), strict=True
+        ):
+            col.append(value)
+
+    def _on_kline(self, recv_ns: int, seq: int, k: Kline) -> None:
+        if k.closed and k.open_ms > self._last_bar.get(k.interval, -1):
+            self._bars.setdefault(k.interval, []).append(k)
+            self._last_bar[k.interval] = k.open_ms
+
+    def drain(self) -> SymbolBatch:
+        """Rows since the last drain, as canonical tables (and the book's depth rows)."""
+        depth, depth_line = self.book.drain()
+        trades, trades_line = _trade_table(self._trades, f"{self.symbol} trades")
+        aggs, aggs_line = _trade_table(self._aggs, f"{self.symbol} aggTrades")
+        tops, tops_line = _top_table(self._tops, f"{self.symbol} bookTicker")
+        marks = conform(
+            pa.table(
+                {
+                    "ts": pa.array(self._marks[0], type=pa.int64()),
+                    "funding_rate": pa.array(self._marks[1], type=pa.float64()),
+                    "mark_price": pa.array(self._marks[2], type=pa.float64()),
+                    "index_price": pa.array(self._marks[3], type=pa.float64()),
+                }
+            ),
+            "funding",
+            f"{self.symbol} markPrice",
+        )
+        for col in self._marks:
+            col.clear()
+        bars = {iv: _bar_table(ks, f"{self.symbol} kline_{iv}") for iv, ks in self._bars.items()}
+        self._bars = {}
+        return SymbolBatch(
+            depth, depth_line, trades, trades_line, aggs, aggs_line, tops, tops_line, marks, bars
+        )
+
+
+def _trade_table(cols: tuple[list[Any], ...], source: str) -> tuple[pa.Table, Int64Array]:
+    lines = np.array(cols[0], dtype=np.int64)
+    table = pa.table(
+        {
+            "ts": pa.array(np.array(cols[1], dtype=np.int64), type=TS_TYPE),
+            "trade_id": pa.array(cols[2], type=pa.int64()),
+            "price": pa.array(cols[3], type=pa.float64()),
+            "qty": pa.array(cols[4], type=pa.float64()),
+            "is_buyer_maker": pa.array(cols[5], type=pa.bool_()),
+        }
+    )
+    for col in cols:
+        col.clear()
+    return conform(table, "trades", source), lines
+
+
+def _top_table(cols: tuple[list[Any], ...], source: str) -> tuple[pa.Table, Int64Array]:
+    lines = np.array(cols[0], dtype=np.int64)
+    table = pa.table(
+        {
+            "ts": pa.array(np.array(cols[1], dtype=np.int64), type=TS_TYPE),
+            "update_id": pa.array(cols[2], type=pa.int64()),
+            "bid_price": pa.array(cols[3], type=pa.float64()),
+            "bid_qty": pa.array(cols[4], type=pa.float64()),
+            "ask_price": pa.array(cols[5], type=pa.float64()),
+            "ask_qty": pa.array(cols[6], type=pa.float64()),
+        }
+    )
+    for col in cols:
+        col.clear()
+    return conform(table, "book_tops", source), lines
+
+
+def _bar_table(klines: list[Kline], source: str) -> pa.Table:
+    ms = 1_000_000
+    table = pa.table(
+        {
+            "ts": pa.array([k.open_ms * ms for k in klines], type=pa.int64()),
+            "open": [k.open for k in klines],
+            "high": [k.high for k in klines],
+            "low": [k.low for k in klines],
+            "close": [k.close for k in klines],
+            "volume": [k.volume for k in klines],
+            "quote_volume": [k.quote_volume for k in klines],
+            "trade_count": pa.array([k.trade_count for k in klines], type=pa.int64()),
+            "taker_buy_volume": [k.taker_buy_volume for k in klines],
+        }
+    )
+    return conform(table, "bars", source)
+
+
+# ---------------------------------------------------------------------------------------------
+# the live feed
+
+
+def rest_snapshot_fetcher(rest: BinanceRest, limit: int = 1000) -> SnapshotFetcher:
+    """A :data:`SnapshotFetcher` on ``rest`` (its market's depth endpoint, ``limit`` levels a
+    side; spot allows up to 5000, USD-M 1000). The payload is validated with
+    :func:`~tickray.feeds.rest.parse_depth` and returned as decoded (prices stay strings)."""
+    weight = request_weight(rest.market, "depth", limit)
+
+    async def fetch(symbol: str) -> Mapping[str, Any]:
+        payload = await rest.get("depth", {"symbol": symbol, "limit": limit}, weight)
+        parse_depth(payload, f"{rest.market} depth {symbol}")
+        assert isinstance(payload, dict)
+        return payload
+
+    return fetch
+
+
+class LiveFeed:
+    """Routes a :class:`BinanceWs`'s messages to one :class:`LiveSymbol` per symbol and keeps
+    their books synced, fetching a snapshot (``fetch``) whenever a book wants one::
+
+        async with BinanceRest("spot") as rest:
+            ws = BinanceWs("spot", [Subscription("BTCUSDT")])
+            feed = LiveFeed(ws, rest_snapshot_fetcher(rest))
+            async for msg in feed:          # books are up to date with msg when it is yielded
+                ...
+            batch = feed.drain("BTCUSDT")   # canonical tables since the last drain
+
+    A snapshot gets its receive time and session ``seq`` when it arrives (via
+    :meth:`BinanceWs.note_snapshot`, which also hands it to the ws sink, i.e. the recorder),
+    and is applied at once, between two messages: the order of application is the ``seq``
+    order, which is what makes a recorded session replay exactly. A failed fetch, or a
+    snapshot that does not sync, is retried after a jittered backoff from ``refetch_base`` s
+    (capped at ``refetch_cap``, jitter from ``rng``); fetch failures are counted in the book's
+    stats.
+    """
+
+    def __init__(
+        self,
+        ws: BinanceWs,
+        fetch: SnapshotFetcher | None,
+        *,
+        max_buffer: int = 10_000,
+        emit: bool = True,
+        listener: BookListener | None = None,
+        refetch_base: float = 0.05,
+        refetch_cap: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.ws = ws
+        self.fetch = fetch
+        self.max_buffer = max_buffer
+        self.emit = emit
+        self.listener = listener
+        self.refetch_base = refetch_base
+        self.refetch_cap = refetch_cap
+        self.symbols: dict[str, LiveSymbol] = {}
+        self._routes: dict[str, Handler] = {}
+        self._fetching: dict[str, asyncio.Task[None]] = {}
+        self._rng = rng if rng is not None else random.Random()
+        for stream in ws.streams:
+            self._route(stream)
+
+    def symbol(self, name: str) -> LiveSymbol:
+        """The LiveSymbol of ``name`` (created on first use)."""
+        name = name.upper()
+        found = self.symbols.get(name)
+        if found is None:
+            found = self.symbols[name] = LiveSymbol(
+                name,
+                self.ws.market,
+                max_buffer=self.max_buffer,
+                emit=self.emit,
+                listener=self.listener,
+            )
+        return found
+
+    def book(self, name: str) -> LiveBook:
+        return self.symbol(name).book
+
+    def drain(self, name: str) -> SymbolBatch:
+        return self.symbol(name).drain()
+
+    def _route(self, stream: str) -> Handler:
+        symbol, kind = stream_kind(stream)
+        sym = self.symbol(symbol)
+        handler = sym.handler(kind)
+        if kind is StreamKind.DEPTH:
+            book = sym.book
+            on_diff = handler
+
+            def on_depth(recv_ns: int, seq: int, diff: Any) -> None:
+                on_diff(recv_ns, seq, diff)
+                if book._state == _UNSYNCED and symbol not in self._fetching:
+                    self._start_fetch(symbol, book)
+
+            handler = on_depth
+        self._routes[stream] = handler
+        return handler
+
+    def _start_fetch(self, symbol: str, book: LiveBook) -> None:
+        if self.fetch is None or not book.wants_snapshot:
+            return
+        self._fetching[symbol] = asyncio.get_running_loop().create_task(
+            self._fetch_loop(symbol, book, self.fetch)
+        )
+
+    async def _fetch_loop(self, symbol: str, book: LiveBook, fetch: SnapshotFetcher) -> None:
+        attempt = 0
+        try:
+            while book.wants_snapshot:
+                try:
+                    payload = await fetch(symbol)
+                except Exception as exc:  # any failure of the injected fetch: count and retry
+                    book.stats.fetch_errors += 1
+                    book.stats.log.append(f"snapshot fetch failed: {type(exc).__name__}: {exc}")
+                else:
+                    # stamp, number, record and apply with no await in between
+                    ts = self.ws.stamp()
+                    text = json.dumps(dict(payload), separators=(",", ":"))
+                    seq = self.ws.note_snapshot(ts, symbol, text)
+                    book.on_snapshot(ts, seq, payload)
+                    if not book.wants_snapshot:
+                        return
+                await asyncio.sleep(
+                    backoff_delay(attempt, self.refetch_base, self.refetch_cap, self._rng)
+                )
+                attempt += 1
+        finally:
+            self._fetching.pop(symbol, None)
+
+    def __aiter__(self) -> AsyncIterator[WsMessage]:
+        return self.messages()
+
+    async def messages(self) -> AsyncIterator[WsMessage]:
+        """The ws messages, each yielded after it has been applied to its symbol."""
+        routes = self._routes
+        ws = self.ws
+        async for msg in ws:
+            handler = routes.get(msg.stream) or self._route(msg.stream)
+            handler(msg.recv_ns, ws.last_seq, msg.data)
+            yield msg
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Consume messages until ``stop`` is set (checked after each message) or the ws ends."""
+        async for _ in self.messages():
+            if stop is not None and stop.is_set():
+                return
+
+    async def close(self) -> None:
+        """Cancel snapshot fetches and close the websocket."""
+        for task in list(self._fetching.values()):
+            task.cancel()
+        self._fetching.clear()
+        await self.ws.close()
