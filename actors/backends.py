@@ -53,17 +53,30 @@ class Backend(Protocol):
     ) -> SettleResult: ...
     def finish(self, t: int, inboxes: Sequence[list[Inbox]], reason: str) -> list[Outbox]: ...
     def summary(self) -> dict[str, Any]: ...
+    def call(self, method: str, *args: Any) -> list[Any]:
+        """``method(*args)`` on every symbol actor, in shard order (live sessions)."""
+        ...
+
     def close(self) -> None: ...
 
 
 class LocalBackend:
-    """Everything in this process: the baseline the Ray backend is measured against."""
+    """Everything in this process: the baseline the Ray backend is measured against.
+
+    ``actor_cls``: the symbol actor class (a live session's streams them).
+    """
 
     name = "local"
 
+    def __init__(self, actor_cls: type[SymbolActor] = SymbolActor) -> None:
+        self.actor_cls = actor_cls
+
     def start(self, config: RunConfig, shards: Sequence[Sequence[str]], t0: int) -> None:
-        self.actors = [SymbolActor(config, shard, t0) for shard in shards]
+        self.actors = [self.actor_cls(config, shard, t0) for shard in shards]
         self.portfolio = PortfolioActor(config)
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        return [getattr(a, method)(*args) for a in self.actors]
 
     def submit(self, calls: Sequence[Call]) -> Pending:
         # run at collect, as on Ray: the clock settles and records the step it holds
@@ -118,10 +131,19 @@ class RayBackend:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, remote_portfolio: bool = False) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        remote_portfolio: bool = False,
+        actor_cls: type[SymbolActor] = SymbolActor,
+    ) -> None:
         self.address = address
         self.remote_portfolio = remote_portfolio
+        self.actor_cls = actor_cls
         self._started_ray = False
+
+    def call(self, method: str, *args: Any) -> list[Any]:
+        return list(self._ray.get([getattr(a, method).remote(*args) for a in self.actors]))
 
     def start(self, config: RunConfig, shards: Sequence[Sequence[str]], t0: int) -> None:
         import ray
@@ -159,7 +181,7 @@ class RayBackend:
         # Zero CPU reservations: placement is explicit, and the number of symbol
         # actors is already chosen from the CPU count.
         classes = main_classes(config) or None
-        sym_cls: Any = ray.remote(num_cpus=0)(SymbolActor)
+        sym_cls: Any = ray.remote(num_cpus=0)(self.actor_cls)
         port_cls: Any = ray.remote(num_cpus=0)(PortfolioActor)
         self.actors: list[Any] = [
             sym_cls.options(scheduling_strategy=on(i), **extra).remote(
@@ -224,9 +246,14 @@ class RayBackend:
             self._started_ray = False
 
 
-def make_backend(name: str, address: str | None = None, remote_portfolio: bool = False) -> Backend:
+def make_backend(
+    name: str,
+    address: str | None = None,
+    remote_portfolio: bool = False,
+    actor_cls: type[SymbolActor] = SymbolActor,
+) -> Backend:
     if name == "local":
-        return LocalBackend()
+        return LocalBackend(actor_cls)
     if name == "ray":
-        return RayBackend(address, remote_portfolio)
+        return RayBackend(address, remote_portfolio, actor_cls)
     raise ValueError(f"execution.backend: must be 'local' or 'ray', got {name!r}")

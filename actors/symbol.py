@@ -28,7 +28,7 @@ from tickray.engine.orders import OrderRules
 from tickray.engine.perpstate import PerpSymbolState
 from tickray.engine.signals import SignalStrategy
 from tickray.engine.strategies import make_strategy
-from tickray.engine.symbol import SymbolSim
+from tickray.engine.symbol import BarSource, SymbolSim
 from tickray.feeds.calendars import calendar_for
 from tickray.feeds.funding import perp_inputs
 from tickray.feeds.l2events import recording_events
@@ -62,14 +62,7 @@ class SymbolActor:
         # 24/7: nothing to check, so the fill path stays free of calendar lookups
         calendar = None if hours.is_always_open else hours
         for s in symbols:
-            cursor = BarCursor(
-                config.data_root,
-                interval,
-                s,
-                config.start_ns,
-                config.end_ns,
-                batch_rows=config.chunk_rows,
-            )
+            cursor = self._bar_source(config, s, interval)
             self.sims[s] = SymbolSim(
                 config.spec(s),
                 make_strategy(config.strategy.name, config.strategy.params),
@@ -130,6 +123,17 @@ class SymbolActor:
                 wake_on_fill=l2.wake_on_fill,
                 wake_on_trade=wake_on_trade,
             )
+
+    def _bar_source(self, config: RunConfig, symbol: str, interval: str) -> BarSource:
+        """Where ``symbol``'s bars come from: its Parquet files (a live actor: a stream)."""
+        return BarCursor(
+            config.data_root,
+            interval,
+            symbol,
+            config.start_ns,
+            config.end_ns,
+            batch_rows=config.chunk_rows,
+        )
 
     def step(self, until: int, inboxes: Sequence[Inbox], symbols: Sequence[str]) -> list[Outbox]:
         """Advance ``symbols`` to ``until`` (each may stop earlier, at a step with news)."""

@@ -26,7 +26,7 @@ from tickray.cluster.spec import (
     load_spec,
     merge,
 )
-from tickray.engine.clock import duration_ns, iso, parse_time
+from tickray.engine.clock import duration_ns, format_duration, iso, parse_time
 from tickray.engine.config import (
     AccountConfig,
     ConfigError,
@@ -200,6 +200,54 @@ def _interrupted(result: Any) -> int:
         file=sys.stderr,
     )
     return 130
+
+
+def cmd_paper(args: argparse.Namespace) -> int:
+    """Paper trading: the spec's strategy on live kline streams until its duration ends
+    or Ctrl-C / SIGTERM (see tickray.cluster.paper)."""
+    from tickray.cluster.paper import paper_config, run_paper
+    from tickray.cluster.runner import format_table
+
+    doc = load_spec(args.spec)
+    live: dict[str, Any] = {}
+    for flag, key in (
+        ("duration", "duration"),
+        ("ws_url", "ws_url"),
+        ("record", "record"),
+        ("on_stop", "on_stop"),
+        ("market", "market"),
+    ):
+        if getattr(args, flag) is not None:
+            live[key] = getattr(args, flag)
+    over: dict[str, Any] = {"live": live} if live else {}
+    if args.symbols:
+        over["universe"] = {"symbols": args.symbols}
+    if args.strategy_module:
+        known = (doc.get("strategy") or {}).get("modules") or []
+        known = [known] if isinstance(known, str) else list(known)
+        over["strategy"] = {"modules": known + list(args.strategy_module)}
+    config = paper_config(check_document(merge(doc, over) if over else doc))
+    out = Path(args.out) if args.out else default_out()
+    if out.exists():
+        raise UsageError(f"--out: {out} already exists")
+    assert config.live is not None
+    print(
+        f"tickray: paper trading {', '.join(config.symbols)} on {config.live.market} "
+        f"{format_duration(config.interval_ns)} bars from {iso(config.start_ns)}, strategy "
+        f"{config.strategy.name}; Ctrl-C stops ({config.live.on_stop})",
+        flush=True,
+    )
+    result = run_paper(config, out, address=args.address, progress=False if args.quiet else None)
+    print(format_table(result.metrics))
+    live_info = json.loads((result.out / "live.json").read_text())
+    lat = live_info["bar_latency"]
+    print(
+        f"\n{live_info['steps']} steps, {live_info['messages']} messages, "
+        f"{live_info['reconnects']} reconnects, {live_info['late_bars']} late bars; "
+        f"bar latency p50 {lat['p50_ms']} ms p99 {lat['p99_ms']} ms"
+    )
+    print(f"results: {result.out}  (report: {result.out / 'report.html'})")
+    return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -510,6 +558,27 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_backtest)
+    pp = sub.add_parser("paper", help="paper trade a spec on live Binance kline streams")
+    pp.add_argument("spec", help="run spec file (.toml or .json); universe.symbols is required")
+    pp.add_argument("--symbols", help="override universe.symbols (comma-separated)")
+    pp.add_argument("--duration", help="session length, e.g. 30m (default: until Ctrl-C)")
+    pp.add_argument("--market", choices=("spot", "usdm"), help="override live.market")
+    pp.add_argument("--ws-url", dest="ws_url", help="combined-stream base URL (live.ws_url)")
+    pp.add_argument("--record", help="folder for the raw stream messages (live.record)")
+    pp.add_argument(
+        "--on-stop", dest="on_stop", choices=("flatten", "keep"), help="override live.on_stop"
+    )
+    pp.add_argument(
+        "--strategy-module",
+        action="append",
+        metavar="PATH",
+        help="a .py file, package folder or module name that registers strategies (repeatable)",
+    )
+    pp.add_argument("--address", help="Ray cluster address to join (ray backend)")
+    pp.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
+    pp.add_argument("--quiet", action="store_true", help="no progress line")
+    pp.set_defaults(func=cmd_paper)
+
     w = sub.add_parser("sweep", help="run every point of a spec's parameter grid")
     w.add_argument("spec", help="run spec file (.toml or .json) with list or range parameters")
     w.add_argument("--backend", choices=("local", "ray"), help="override run.backend")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +21,9 @@ import pyarrow.parquet as pq
 from tickray.actors.backends import Backend, make_backend
 from tickray.actors.clock import Clock, ClockStats, RunInterrupted
 from tickray.actors.progress import progress_for
+
+if TYPE_CHECKING:
+    from tickray.actors.live import LiveClock
 from tickray.actors.recorder import Recorder, read_column
 from tickray.cluster.report import write_report
 from tickray.engine.clock import floor_to, format_duration, iso
@@ -136,8 +139,16 @@ def run_backtest(
     return RunResult(path, metrics, clock.stats, time.perf_counter() - began)
 
 
+class Stoppable(Protocol):
+    """A clock that can be asked to stop at its next step (replay or live)."""
+
+    stop_requested: str
+
+    def request_stop(self, why: str = ...) -> None: ...
+
+
 @contextmanager
-def _stop_on_signals(clock: Clock) -> Iterator[None]:
+def _stop_on_signals(clock: Stoppable) -> Iterator[None]:
     """SIGINT and SIGTERM ask the clock to stop at the next settlement; a second
     SIGINT raises KeyboardInterrupt at once. Only in the main thread (elsewhere
     Python delivers no signals, and nothing changes)."""
@@ -500,7 +511,7 @@ def _buy_and_hold(marks: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float6
     return out, first
 
 
-def run_info(config: RunConfig, clock: Clock) -> dict[str, Any]:
+def run_info(config: RunConfig, clock: Clock | LiveClock) -> dict[str, Any]:
     cfg = asdict(config)
     cfg["specs"] = {k: asdict(v) for k, v in config.specs.items()}
     cfg["symbols"] = list(config.symbols)

@@ -124,7 +124,7 @@ def build_run(spec: RunSpec, params: Mapping[str, Any] | None = None) -> RunConf
     from tickray.feeds.universe import select_from_data
 
     v = spec.values
-    data, uni, acct, run = v["data"], v["universe"], v["account"], v["run"]
+    data, uni = v["data"], v["universe"]
     if data["source"] == "demo":
         root = ensure_demo_data()
     elif data["source"] in ("cache", "exchange"):
@@ -168,6 +168,23 @@ def build_run(spec: RunSpec, params: Mapping[str, Any] | None = None) -> RunConf
     specs = {
         s: SymbolSpec(s, **cast(dict[str, Any], raw_specs[s])) for s in symbols if s in raw_specs
     }
+    return assemble_run(spec, params, str(root), symbols, start, end, specs)
+
+
+def assemble_run(
+    spec: RunSpec,
+    params: Mapping[str, Any] | None,
+    root: str,
+    symbols: list[str],
+    start: int,
+    end: int,
+    specs: dict[str, SymbolSpec],
+) -> RunConfig:
+    """The run configuration of ``spec`` once its data is resolved (the folder, the
+    symbols, the time range and their trading rules): :func:`build_run` for replays,
+    :mod:`tickray.cluster.paper` for live sessions."""
+    v = spec.values
+    data, acct, run = v["data"], v["account"], v["run"]
     perp = None
     if acct["type"] == "perp":
         p = v["perp"]
@@ -187,7 +204,7 @@ def build_run(spec: RunSpec, params: Mapping[str, Any] | None = None) -> RunConf
     ex = v["execution"]
     strategy = v["strategy"]
     return RunConfig(
-        data_root=str(root),
+        data_root=root,
         interval_ns=data["interval"],
         symbols=tuple(sorted(symbols)),
         start_ns=start,

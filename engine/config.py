@@ -277,6 +277,37 @@ def l2_strategy(name: str, params: dict[str, Any]) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveConfig:
+    """A paper-trading session on live exchange streams (see tickray.actors.live).
+
+    ``market``: ``"spot"`` or ``"usdm"``. ``ws_url``: the combined-stream base URL
+    ("" for Binance's). ``duration_s``: the session's length (0: until stopped).
+    ``grace_s``: how long a step waits past its boundary for its bars. ``on_stop``:
+    ``"flatten"`` closes every position at the next bar's open, ``"keep"`` leaves them.
+    ``record``: a folder for the raw messages ("" for none). ``stall_timeout_s``:
+    seconds of silence before the feed reconnects (0: no watchdog).
+    """
+
+    market: str = "spot"
+    ws_url: str = ""
+    duration_s: float = 0.0
+    grace_s: float = 2.0
+    on_stop: str = "flatten"
+    record: str = ""
+    stall_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.market not in ("spot", "usdm"):
+            raise ConfigError(f"live.market: must be 'spot' or 'usdm', got {self.market!r}")
+        if self.on_stop not in ("flatten", "keep"):
+            raise ConfigError(f"live.on_stop: must be 'flatten' or 'keep', got {self.on_stop!r}")
+        for name in ("duration_s", "grace_s", "stall_timeout_s"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and v >= 0):
+                raise ConfigError(f"live.{name}: must be a number >= 0, got {v!r}")
+
+
+@dataclass(frozen=True, slots=True)
 class UserModule:
     """A user's Python module that registers strategies (see tickray.actors.usercode).
 
@@ -347,6 +378,7 @@ class RunConfig:
     account: AccountConfig = field(default_factory=AccountConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     l2: L2Config | None = None
+    live: LiveConfig | None = None
     perp: PerpConfig | None = None
     specs: dict[str, SymbolSpec] = field(default_factory=dict)
     sync_ns: int = 0

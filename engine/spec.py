@@ -546,6 +546,48 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "chunk_rows": Key("int", 16384, "Bars each symbol holds decoded at a time.", minimum=1),
     },
+    "live": {
+        "market": Key(
+            "str", "spot", "Paper trading: the exchange market streamed.", choices=("spot", "usdm")
+        ),
+        "ws_url": Key(
+            "str",
+            None,
+            "Paper trading: the combined-stream base URL (default: Binance's).",
+            optional=True,
+        ),
+        "duration": Key(
+            "duration",
+            None,
+            "Paper trading: the session's length (default: until Ctrl-C or SIGTERM).",
+            optional=True,
+        ),
+        "grace": Key(
+            "float",
+            2.0,
+            "Paper trading: seconds a step waits past its boundary for its bars.",
+            minimum=0,
+        ),
+        "on_stop": Key(
+            "str",
+            "flatten",
+            "Paper trading: at the end, close every position at the next bar's open "
+            "(flatten) or keep them.",
+            choices=("flatten", "keep"),
+        ),
+        "record": Key(
+            "str",
+            None,
+            "Paper trading: a folder for every raw stream message (to replay the session).",
+            optional=True,
+        ),
+        "stall_timeout": Key(
+            "float",
+            30.0,
+            "Paper trading: seconds without a message before the feed reconnects (0: never).",
+            minimum=0,
+        ),
+    },
 }
 
 

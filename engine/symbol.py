@@ -108,7 +108,12 @@ class BarBatch(Protocol):
 
 
 class BarSource(Protocol):
-    """Where a symbol's bars come from, in time order, batch by batch."""
+    """Where a symbol's bars come from, in time order, batch by batch.
+
+    ``next_chunk`` gives None when no bar will ever come again (the end of a
+    history), and an empty batch when none has come yet (a live feed between
+    bars): the simulation asks again at its next step.
+    """
 
     def next_chunk(self) -> BarBatch | None: ...
 
@@ -351,8 +356,10 @@ class SymbolSim:
             return False
         chunk = self.source.next_chunk()
         if chunk is None or len(chunk.ts) == 0:
+            # None: the history ended; an empty batch: none yet (a live feed), ask again
+            # at the next step
             self._exhausted = chunk is None
-            return not self._exhausted and self._load()
+            return False
         close = np.ascontiguousarray(chunk.close, dtype=np.float64)
         high = np.ascontiguousarray(chunk.high, dtype=np.float64)
         low = np.ascontiguousarray(chunk.low, dtype=np.float64)

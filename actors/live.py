@@ -1,0 +1,357 @@
+"""Live mode of the step protocol: paper trading bar strategies on Binance kline streams.
+
+The topology is the replay's: symbol actors own their feeds and simulations, the portfolio
+settles each step, the recorder writes the results. Only time differs:
+
+- Each :class:`LiveSymbolActor` subscribes to its symbols' ``kline_<interval>`` streams
+  (:class:`~tickray.feeds.ws.BinanceWs`, on a background thread of the actor's process,
+  so market data never leaves the actor) and turns every *closed* kline into a bar of
+  its :class:`LiveBars` source. The simulation reads that source exactly as it reads a
+  Parquet cursor in replay: same strategy code, same fills at the next bar's open, same
+  execution and risk models.
+- The :class:`LiveClock` steps on the wall clock: a step ``(T - sync, T]`` is advanced
+  once the wall clock passed ``T`` and every symbol has its bar closing at ``T`` (or
+  ``grace`` seconds later at most: a bar that misses it counts as *late* and is used at
+  the next step). One call per actor per step, as in replay.
+- With ``record`` set, each actor's raw messages go to Parquet
+  (:class:`~tickray.feeds.wsrecord.WsRecorder`); :func:`recorded_bars` turns them back
+  into bars, and a backtest of those bars over the session's range makes the same
+  decisions as the live session did (a test checks fills are identical) whenever no bar
+  was late.
+
+Stopping (Ctrl-C, SIGTERM, or the session's duration) happens at a step boundary. With
+``on_stop = "flatten"`` every position is closed by a market order at the next bar's
+open (one more step), else positions are kept and marked at the last close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from tickray.actors.backends import Backend, Call, cpu_count
+from tickray.actors.clock import ClockStats, RunInterrupted, shard
+from tickray.actors.progress import Progress
+from tickray.actors.recorder import Recorder
+from tickray.actors.symbol import SymbolActor
+from tickray.engine.clock import ceil_to, format_duration, iso
+from tickray.engine.config import LiveConfig, RunConfig
+from tickray.engine.events import Control, ControlKind, Inbox, Outbox
+from tickray.engine.portfolio import SettleResult, concat_updates
+from tickray.feeds.ws import BinanceWs, Kline, Market, Subscription, stream_kind
+from tickray.feeds.wsrecord import WsRecorder
+
+__all__ = ["LiveBars", "LiveClock", "LiveSymbolActor", "STOP_REASON"]
+
+STOP_REASON = "end of paper session"
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+
+
+class BarRows(NamedTuple):
+    """Closed bars handed to the simulation (``ts`` is the open time, ns UTC)."""
+
+    ts: I64
+    open: F64
+    high: F64
+    low: F64
+    close: F64
+    volume: F64
+
+
+_NONE = np.empty(0, dtype=np.float64)
+_EMPTY = BarRows(np.empty(0, dtype=np.int64), _NONE, _NONE, _NONE, _NONE, _NONE)
+
+
+class LiveBars:
+    """One symbol's closed klines, pushed by the feed thread and drained by the simulation.
+
+    Only bars opening at or after ``t0`` are kept, each once, in time order; a bar the
+    exchange never closed (a gap in the stream) is counted in ``gaps``. Thread-safe.
+    """
+
+    def __init__(self, symbol: str, interval_ns: int, t0: int) -> None:
+        self.symbol = symbol
+        self.interval_ns = interval_ns
+        self.next_open = t0
+        self.last_close = t0  # close time of the newest bar received
+        self.gaps = 0
+        self.duplicates = 0
+        self.latency_ns: list[int] = []  # receive time - close time, per bar
+        self._rows: list[tuple[int, float, float, float, float, float]] = []
+        self._lock = threading.Lock()
+
+    def push(self, recv_ns: int, k: Kline) -> None:
+        if not k.closed:
+            return
+        open_ns = k.open_ms * 1_000_000
+        with self._lock:
+            if open_ns < self.next_open:
+                self.duplicates += 1
+                return
+            if open_ns > self.next_open and self._rows_seen():
+                self.gaps += (open_ns - self.next_open) // self.interval_ns
+            self._rows.append((open_ns, k.open, k.high, k.low, k.close, k.volume))
+            self.next_open = open_ns + self.interval_ns
+            self.last_close = self.next_open
+            self.latency_ns.append(recv_ns - self.next_open)
+
+    def _rows_seen(self) -> bool:
+        return bool(self.latency_ns)
+
+    def next_chunk(self) -> BarRows:
+        """Every bar received since the last call (an empty batch when none)."""
+        with self._lock:
+            rows, self._rows = self._rows, []
+        if not rows:
+            return _EMPTY
+        cols = list(zip(*rows, strict=True))
+        return BarRows(
+            np.array(cols[0], dtype=np.int64),
+            *(np.array(c, dtype=np.float64) for c in cols[1:]),
+        )
+
+    def has(self, t: int) -> bool:
+        """True once the bar closing at ``t`` (or a later one) has arrived."""
+        return self.last_close >= t
+
+
+class _Feed:
+    """The websocket session of one actor, on its own thread and event loop."""
+
+    def __init__(
+        self, live: LiveConfig, interval: str, bars: Mapping[str, LiveBars], record: Path | None
+    ) -> None:
+        self.live = live
+        self.bars = bars
+        market: Market = "usdm" if live.market == "usdm" else "spot"
+        self.recorder = (
+            WsRecorder(record, market, metadata={"interval": interval})
+            if record is not None
+            else None
+        )
+        subs = [
+            Subscription(s, depth=None, trades=False, book_ticker=False, klines=(interval,))
+            for s in sorted(bars)
+        ]
+        self.ws = BinanceWs(
+            market,
+            subs,
+            base_url=live.ws_url or None,
+            stall_timeout=live.stall_timeout_s or None,
+            sink=self.recorder,
+        )
+        self.error: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = threading.Thread(target=self._main, name="tickray-live-feed", daemon=True)
+        self.thread.start()
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # reported by the actor's next status
+            self.error = exc
+
+    async def _run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        async with self.ws:
+            async for recv_ns, stream, data in self.ws:
+                if isinstance(data, Kline):
+                    bars = self.bars.get(stream_kind(stream)[0])
+                    if bars is not None:
+                        bars.push(recv_ns, data)
+
+    def stop(self) -> None:
+        loop = self.loop
+        if loop is not None and self.thread.is_alive():
+            fut = asyncio.run_coroutine_threadsafe(self.ws.close(), loop)
+            with contextlib.suppress(Exception):  # the session is ending anyway
+                fut.result(timeout=5.0)
+        self.thread.join(timeout=5.0)
+        if self.recorder is not None:
+            self.recorder.close()
+
+
+class LiveSymbolActor(SymbolActor):
+    """A :class:`SymbolActor` whose bars come from Binance's kline streams (module doc)."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        symbols: Sequence[str],
+        t0: int,
+        strategies: Mapping[str, type] | None = None,
+    ) -> None:
+        live = config.live
+        if live is None:
+            raise ValueError("a live symbol actor needs config.live")
+        self._live_bars = {s: LiveBars(s, config.interval_ns, t0) for s in symbols}
+        super().__init__(config, symbols, t0, strategies)
+        record = Path(live.record) / f"ws-{min(symbols)}" if live.record else None
+        self._feed = _Feed(live, format_duration(config.interval_ns), self._live_bars, record)
+
+    def _bar_source(self, config: RunConfig, symbol: str, interval: str) -> Any:
+        return self._live_bars[symbol]
+
+    def have(self, t: int) -> list[str]:
+        """The symbols whose bar closing at ``t`` has not arrived yet."""
+        if self._feed.error is not None:
+            raise RuntimeError(f"live feed failed: {self._feed.error!r}") from self._feed.error
+        return [s for s, b in self._live_bars.items() if not b.has(t)]
+
+    def live_status(self) -> dict[str, Any]:
+        ws = self._feed.ws.stats.as_dict()
+        lat = [x for b in self._live_bars.values() for x in b.latency_ns]
+        return {
+            "ws": ws,
+            "latency_ns": lat,
+            "gaps": {s: b.gaps for s, b in self._live_bars.items()},
+            "duplicates": sum(b.duplicates for b in self._live_bars.values()),
+        }
+
+    def stop_feed(self) -> bool:
+        self._feed.stop()
+        return True
+
+
+class LiveClock:
+    """Steps a live session on the wall clock over a backend of :class:`LiveSymbolActor`.
+
+    ``now`` (ns) and ``sleep`` (s) are the wall clock, injectable for tests. The session
+    starts at ``t0`` (a step boundary) and ends at ``t_end`` (or at a stop request).
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        backend: Backend,
+        recorder: Recorder,
+        t0: int,
+        t_end: int | None,
+        progress: Progress | None = None,
+        now: Callable[[], int] = time.time_ns,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.recorder = recorder
+        self.t0 = t0
+        self.t_end = t_end
+        self.progress = progress
+        self.now = now
+        self.sleep = sleep
+        self.stats = ClockStats()
+        self.shards = shard(config.symbols, config.symbols_per_actor, cpu_count())
+        self.stop_requested = ""
+        self.stop_reason = ""  # why the session stopped early ("" at its planned end)
+        self.reached = t0
+        self.late_bars = 0
+        self.step_lag_ns: list[int] = []  # wall time of each step's start - its boundary
+
+    def request_stop(self, why: str = "interrupted") -> None:
+        self.stop_requested = why
+
+    def _wait_until(self, t: int) -> None:
+        while not self.stop_requested:
+            left = t - self.now()
+            if left <= 0:
+                return
+            self.sleep(min(left / 1e9, 0.2))
+
+    def _wait_for_bars(self, t: int, deadline: int) -> None:
+        while True:
+            missing = [s for got in self.backend.call("have", t) for s in got]
+            if not missing:
+                return
+            if self.now() >= deadline:
+                self.late_bars += len(missing)
+                return
+            self.sleep(0.01)
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.config
+        live = cfg.live
+        assert live is not None
+        sync = cfg.sync_ns
+        symbols = list(cfg.symbols)
+        self.backend.start(cfg, self.shards, self.t0)
+        if self.progress is not None:
+            self.progress.start_span(self.t0, self.t_end or self.t0 + sync, len(symbols), 0)
+        inboxes: dict[str, Inbox] = {}
+        t = self.t0
+        flatten_at: int | None = None
+        grace = int(live.grace_s * 1e9)
+        while True:
+            target = t + sync
+            self._wait_until(target)
+            if self.stop_requested and flatten_at is None:
+                self.stop_reason = self.stop_requested
+                if live.on_stop != "flatten" or t == self.t0:
+                    break
+                flatten_at = target
+                for s in symbols:
+                    box = inboxes.get(s) or Inbox(s, t, [], [])
+                    ctl = Control(ControlKind.FLATTEN, t, s, STOP_REASON)
+                    inboxes[s] = box._replace(controls=[*box.controls, ctl])
+                self.stop_requested = ""  # one more step: the flattening orders fill
+                self._wait_until(target)
+            self._wait_for_bars(target, target + grace)
+            self.step_lag_ns.append(self.now() - target)
+            res = self._step(symbols, target, inboxes)
+            self.recorder.record(res)
+            inboxes = {b.symbol: b for b in res.inboxes}
+            t = self.reached = target
+            if self.progress is not None:
+                self.progress.at(t)
+            if flatten_at is not None or (self.t_end is not None and t >= self.t_end):
+                break
+        last = [[inboxes[s] for s in sh if s in inboxes] for sh in self.shards]
+        closing = self.backend.finish(t, last, STOP_REASON)
+        closing.sort(key=lambda o: o.symbol)
+        self.recorder.record_orders([], concat_updates(closing))
+        return self.backend.summary()
+
+    def _step(self, symbols: list[str], target: int, inboxes: dict[str, Inbox]) -> SettleResult:
+        calls: list[Call] = []
+        for a, sh in enumerate(self.shards):
+            boxes = [inboxes[s] for s in sh if s in inboxes]
+            calls.append((a, target, boxes, list(sh)))
+        self.stats.rounds += 1
+        self.stats.calls += len(calls)
+        outs: list[Outbox] = self.backend.collect(self.backend.submit(calls))
+        outs.sort(key=lambda o: o.symbol)
+        for ob in outs:
+            if ob.reached != target:
+                raise RuntimeError(f"{ob.symbol}: reached {iso(ob.reached)}, not {iso(target)}")
+        marks = np.empty((1, len(symbols)))
+        col = {s: i for i, s in enumerate(symbols)}
+        for ob in outs:
+            marks[0, col[ob.symbol]] = ob.mark_px[0] if len(ob.mark_px) else np.nan
+        res = self.backend.settle(target, outs, np.array([target], dtype=np.int64), marks)
+        self.stats.settles += 1
+        self.stats.boundaries += 1
+        return res
+
+    def stop_feeds(self) -> None:
+        self.backend.call("stop_feed")
+
+
+def session_start(now_ns: int, sync_ns: int, interval_ns: int) -> int:
+    """The first step boundary of a session started at ``now_ns``: the next boundary that
+    is also a bar close, so the first step holds whole bars only."""
+    step = max(sync_ns, interval_ns)
+    return ceil_to(now_ns + 1, step)
+
+
+def check_stop(clock: LiveClock) -> None:
+    """Raise :class:`RunInterrupted` if the session stopped on a request (not its end)."""
+    if clock.stop_reason:
+        raise RunInterrupted(clock.reached, clock.stop_reason)
