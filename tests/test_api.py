@@ -49,7 +49,9 @@ def test_run_takes_a_file_and_overrides(tmp_path: Path) -> None:
 def test_bad_input_names_the_problem(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="strategy.params.window: must be an integer >= 1"):
         tickray.run({"strategy": {"params": {"window": "x"}}}, out=tmp_path / "x")
-    with pytest.raises(TypeError, match="spec: expected a spec file path, a dict, a RunSpec or a RunConfig"):
+    with pytest.raises(
+        TypeError, match="spec: expected a spec file path, a dict, a RunSpec or a RunConfig"
+    ):
         tickray.run(42, out=tmp_path / "y")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="spec: .* is not a file"):
         tickray.run(tmp_path / "missing.toml", out=tmp_path / "z")
