@@ -93,7 +93,9 @@ def run_paper(
         self_approval=config.approval == "symbol",
         perp=config.perp is not None,
     )
-    backend = make_backend(config.backend, address, config.remote_portfolio, LiveSymbolActor)
+    backend = make_backend(
+        config.backend, address or config.address, config.remote_portfolio, LiveSymbolActor
+    )
     t_end = config.end_ns if live.duration_s else None
     bar = progress_for("paper", progress)
     clock = LiveClock(config, backend, recorder, config.start_ns, t_end, bar)

@@ -113,7 +113,7 @@ def run_backtest(
         self_approval=config.approval == "symbol",
         perp=config.perp is not None,
     )
-    backend = make_backend(config.backend, address, config.remote_portfolio)
+    backend = make_backend(config.backend, address or config.address, config.remote_portfolio)
     bar = progress_for("replay", progress)
     clock = Clock(config, backend, recorder, bar)
     try:

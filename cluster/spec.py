@@ -244,6 +244,7 @@ def assemble_run(
         symbols_per_actor=run["symbols_per_actor"],
         fuse=run["fuse"],
         backend=run["backend"],
+        address=run["address"],
         approval=run["approval"],
         chunk_rows=run["chunk_rows"],
         sizing=spec.sizing,

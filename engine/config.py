@@ -386,6 +386,7 @@ class RunConfig:
     symbols_per_actor: int = 0
     fuse: bool = True
     backend: str = "local"
+    address: str | None = None
     remote_portfolio: bool = False
     approval: str = "portfolio"
     chunk_rows: int = 16384

@@ -655,6 +655,14 @@ def parse_spec(raw: object) -> RunSpec:
             f"strategy.name: unknown strategy {name!r} (known: {', '.join(strategy_names())})"
         )
     params, grid = _split_grid(values["strategy"]["params"])
+    risk_given = raw.get("risk", {})
+    pre_trade = sorted(k for k in risk_given if k not in _MONITOR_KEYS and k != "drawdown_lookback")
+    if pre_trade and values["run"]["approval"] == "symbol":
+        raise SpecError(
+            f"risk.{pre_trade[0]}: pre-trade limits are checked by the portfolio, so they "
+            "need run.approval = 'portfolio' (with 'symbol' each symbol approves its own "
+            "orders and the limits would not apply)"
+        )
     try:
         sizing, limits, monitor = _risk_objects(raw, values)
     except SpecError:

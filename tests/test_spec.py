@@ -88,6 +88,12 @@ def test_two_keys_make_a_complete_spec() -> None:
         ),
         ({"strategy": {"params": {"window": []}}}, "strategy.params.window: a grid needs"),
         ([1, 2], "spec: must be a table of sections, got list"),
+        (
+            {"run": {"approval": "symbol"}, "risk": {"max_open_positions": 1}},
+            "risk.max_open_positions: pre-trade limits are checked by the portfolio",
+        ),
+        ({"live": {"on_stop": "sell"}}, "live.on_stop: must be one of 'flatten', 'keep'"),
+        ({"strategy": {"modules": [3]}}, "strategy.modules: must be a list of strings"),
     ],
 )
 def test_bad_specs_name_the_key_and_the_problem(doc: Any, message: str) -> None:
@@ -292,3 +298,27 @@ def test_execution_latency_delays_the_fill_to_the_next_bar(tmp_path: Path) -> No
     assert prices == [103.0, 104.0]
     with pytest.raises(ConfigError, match="execution.latency: latency.submit must be a duration"):
         config_from_document(merge(doc, {"execution": {"latency": {"submit": "soon"}}}))
+
+
+def test_the_run_address_key_reaches_the_backend(
+    small_universe: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tickray.cluster import runner
+
+    seen: list[str | None] = []
+    real = runner.make_backend
+
+    def spy(name: str, address: str | None = None, *args: Any) -> Any:
+        seen.append(address)
+        return real("local", None, *args)
+
+    monkeypatch.setattr(runner, "make_backend", spy)
+    doc = {
+        "data": {"source": "files", "path": str(small_universe)},
+        "run": {"address": "10.0.0.7:6379", "backend": "ray"},
+    }
+    config = config_from_document(doc)
+    assert config.address == "10.0.0.7:6379"
+    run_backtest(config, tmp_path / "a")
+    run_backtest(config, tmp_path / "b", address="10.0.0.8:6379")  # the flag wins
+    assert seen == ["10.0.0.7:6379", "10.0.0.8:6379"]
