@@ -30,22 +30,28 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow.compute as pc
 
 from tickray.actors.backends import Backend, Call, cpu_count
 from tickray.actors.clock import ClockStats, RunInterrupted, shard
 from tickray.actors.progress import Progress
 from tickray.actors.recorder import Recorder
 from tickray.actors.symbol import SymbolActor
+from tickray.engine.book import MarketEvents
 from tickray.engine.clock import ceil_to, format_duration, iso
 from tickray.engine.config import LiveConfig, RunConfig
-from tickray.engine.events import Control, ControlKind, Inbox, Outbox
+from tickray.engine.events import Control, ControlKind, Inbox, OrderStatus, Outbox
 from tickray.engine.portfolio import SettleResult, concat_updates
+from tickray.feeds.l2events import continued_events, recording_events
+from tickray.feeds.livebook import LiveFeed, SymbolBatch, rest_snapshot_fetcher
+from tickray.feeds.recordings import Recording
+from tickray.feeds.rest import BinanceRest
 from tickray.feeds.ws import BinanceWs, Kline, Market, Subscription, stream_kind
 from tickray.feeds.wsrecord import WsRecorder
 
@@ -68,6 +74,15 @@ class BarRows(NamedTuple):
 
 
 _NONE = np.empty(0, dtype=np.float64)
+_NO_EVENTS = MarketEvents(
+    np.empty(0, dtype=np.int64),
+    np.empty(0, dtype=np.int8),
+    np.empty(0, dtype=np.int8),
+    _NONE,
+    _NONE,
+    np.empty(0, dtype=np.int64),
+    np.empty(0, dtype=bool),
+)
 _EMPTY = BarRows(np.empty(0, dtype=np.int64), _NONE, _NONE, _NONE, _NONE, _NONE)
 
 
@@ -180,8 +195,122 @@ class _Feed:
             self.recorder.close()
 
 
+class _BookFeed:
+    """The depth, trade and book-ticker streams of one actor's symbols, with books kept in
+    sync (:class:`~tickray.feeds.livebook.LiveFeed`), on its own thread and event loop.
+
+    :meth:`drain` runs on that loop, between two messages: every message stamped before
+    the call has been applied, so a step that drains after its boundary sees everything
+    received before it, as a replay of the recording does.
+    """
+
+    def __init__(self, live: LiveConfig, symbols: Sequence[str], tops: bool, record: Path | None):
+        market: Market = "usdm" if live.market == "usdm" else "spot"
+        self.market = market
+        self.live = live
+        self.recorder = WsRecorder(record, market) if record is not None else None
+        subs = [Subscription(s, depth=live.depth, trades=True, book_ticker=tops) for s in symbols]
+        self.ws = BinanceWs(
+            market,
+            subs,
+            base_url=live.ws_url or None,
+            stall_timeout=live.stall_timeout_s or None,
+            sink=self.recorder,
+        )
+        self.feed: LiveFeed | None = None
+        self.error: BaseException | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="tickray-live-book", daemon=True)
+        self.thread.start()
+        self._ready.wait(10.0)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._run())
+        except BaseException as exc:  # reported by the actor's next call
+            self.error = exc
+        finally:
+            self._ready.set()
+
+    async def _run(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        async with BinanceRest(self.market, base_url=self.live.rest_url or None) as rest:
+            self.feed = LiveFeed(self.ws, rest_snapshot_fetcher(rest))
+            self._ready.set()
+            try:
+                await self.feed.run()
+            finally:
+                await self.feed.close()
+
+    async def _drain(self, symbol: str) -> SymbolBatch:
+        assert self.feed is not None
+        return self.feed.drain(symbol)
+
+    def drain(self, symbol: str) -> SymbolBatch:
+        if self.error is not None:
+            raise RuntimeError(f"live feed failed: {self.error!r}") from self.error
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(self._drain(symbol), self.loop).result(30.0)
+
+    def status(self) -> dict[str, Any]:
+        books = {}
+        if self.feed is not None:
+            for name, sym in self.feed.symbols.items():
+                st = sym.book.stats
+                books[name] = {"gaps": len(sym.book.gaps), "resyncs": getattr(st, "resyncs", 0)}
+        return {"ws": self.ws.stats.as_dict(), "books": books}
+
+    def stop(self) -> None:
+        loop = self.loop
+        if loop is not None and self.thread.is_alive():
+            fut = asyncio.run_coroutine_threadsafe(self.ws.close(), loop)
+            with contextlib.suppress(Exception):  # the session is ending anyway
+                fut.result(timeout=5.0)
+        self.thread.join(timeout=5.0)
+        if self.recorder is not None:
+            self.recorder.close()
+
+
+class _LiveEvents:
+    """A symbol's market events for :class:`~tickray.engine.l2sim.L2SymbolSim`: each
+    ``next`` drains what the book applied since the last one (an empty batch when
+    nothing came, or before the first sync)."""
+
+    def __init__(self, feed: _BookFeed, symbol: str, tops: bool) -> None:
+        self.feed = feed
+        self.symbol = symbol
+        self.tops = tops
+        self.started = False
+
+    def __iter__(self) -> _LiveEvents:
+        return self
+
+    def __next__(self) -> MarketEvents:
+        b = self.feed.drain(self.symbol)
+        rec = Recording(
+            self.symbol,
+            self.feed.market,
+            b.depth,
+            b.depth_line,
+            b.trades,
+            b.trades_line,
+            b.tops,
+            b.tops_line,
+            0,
+            f"live {self.symbol}",
+        )
+        if self.started:
+            return continued_events(rec, tops=self.tops)
+        if not b.depth.num_rows or not pc.any(b.depth["is_snapshot"]).as_py():
+            return _NO_EVENTS  # not synced yet: what came before the snapshot is dropped
+        self.started = True
+        return recording_events(rec, tops=self.tops)
+
+
 class LiveSymbolActor(SymbolActor):
-    """A :class:`SymbolActor` whose bars come from Binance's kline streams (module doc)."""
+    """A :class:`SymbolActor` on live streams (module doc): bars from closed klines, or,
+    for an order-book run (``config.l2``), events from books kept in sync."""
 
     def __init__(
         self,
@@ -193,32 +322,56 @@ class LiveSymbolActor(SymbolActor):
         live = config.live
         if live is None:
             raise ValueError("a live symbol actor needs config.live")
-        self._live_bars = {s: LiveBars(s, config.interval_ns, t0) for s in symbols}
-        super().__init__(config, symbols, t0, strategies)
         record = Path(live.record) / f"ws-{min(symbols)}" if live.record else None
-        self._feed = _Feed(live, format_duration(config.interval_ns), self._live_bars, record)
+        self._live_bars = {s: LiveBars(s, config.interval_ns, t0) for s in symbols}
+        self._book_feed: _BookFeed | None = None
+        self._feed: _Feed | None = None
+        if config.l2 is not None:
+            self._book_feed = _BookFeed(live, symbols, config.l2.tops, record)
+        super().__init__(config, symbols, t0, strategies)
+        if config.l2 is None:
+            interval = format_duration(config.interval_ns)
+            self._feed = _Feed(live, interval, self._live_bars, record)
 
     def _bar_source(self, config: RunConfig, symbol: str, interval: str) -> Any:
         return self._live_bars[symbol]
 
+    def _l2_events(self, config: RunConfig, symbol: str) -> Iterator[MarketEvents]:
+        assert self._book_feed is not None and config.l2 is not None
+        return _LiveEvents(self._book_feed, symbol, config.l2.tops)
+
     def have(self, t: int) -> list[str]:
-        """The symbols whose bar closing at ``t`` has not arrived yet."""
-        if self._feed.error is not None:
-            raise RuntimeError(f"live feed failed: {self._feed.error!r}") from self._feed.error
+        """The symbols whose bar closing at ``t`` has not arrived yet (none for books)."""
+        feed = self._feed or self._book_feed
+        if feed is not None and feed.error is not None:
+            raise RuntimeError(f"live feed failed: {feed.error!r}") from feed.error
+        if self._feed is None:
+            return []
         return [s for s, b in self._live_bars.items() if not b.has(t)]
 
     def live_status(self) -> dict[str, Any]:
-        ws = self._feed.ws.stats.as_dict()
+        if self._book_feed is not None:
+            st = self._book_feed.status()
+            return {
+                "ws": st["ws"],
+                "books": st["books"],
+                "latency_ns": [],
+                "gaps": {},
+                "duplicates": 0,
+            }
+        assert self._feed is not None
         lat = [x for b in self._live_bars.values() for x in b.latency_ns]
         return {
-            "ws": ws,
+            "ws": self._feed.ws.stats.as_dict(),
             "latency_ns": lat,
             "gaps": {s: b.gaps for s, b in self._live_bars.items()},
             "duplicates": sum(b.duplicates for b in self._live_bars.values()),
         }
 
     def stop_feed(self) -> bool:
-        self._feed.stop()
+        for feed in (self._feed, self._book_feed):
+            if feed is not None:
+                feed.stop()
         return True
 
 
@@ -255,6 +408,13 @@ class LiveClock:
         self.reached = t0
         self.late_bars = 0
         self.step_lag_ns: list[int] = []  # wall time of each step's start - its boundary
+        # wall time when a step's results came back - the (receive) time of each order
+        # decided in it: the path from a message's receipt to a paper order decision
+        self.decision_lag_ns: list[int] = []
+        self._status: list[dict[str, Any]] = []
+        self._status_at = 0
+        self._began = now()
+        self._last_positions: dict[str, float] = {}
 
     def request_stop(self, why: str = "interrupted") -> None:
         self.stop_requested = why
@@ -309,8 +469,7 @@ class LiveClock:
             self.recorder.record(res)
             inboxes = {b.symbol: b for b in res.inboxes}
             t = self.reached = target
-            if self.progress is not None:
-                self.progress.at(t)
+            self._show(res, t)
             if flatten_at is not None or (self.t_end is not None and t >= self.t_end):
                 break
         last = [[inboxes[s] for s in sh if s in inboxes] for sh in self.shards]
@@ -318,6 +477,35 @@ class LiveClock:
         closing.sort(key=lambda o: o.symbol)
         self.recorder.record_orders([], concat_updates(closing))
         return self.backend.summary()
+
+    def _show(self, res: SettleResult, t: int) -> None:
+        """The status line: simulated time, equity, positions, message rate, bar latency,
+        resyncs, reconnects and late bars (the feeds' counters read at most once a second)."""
+        if self.progress is None:
+            return
+        now = self.now()
+        if now - self._status_at >= 1_000_000_000 or not self._status:
+            self._status = self.backend.call("live_status")
+            self._status_at = now
+        st = self._status
+        msgs = sum(int(s["ws"].get("messages", 0)) for s in st)
+        wall = max((now - self._began) / 1e9, 1e-9)
+        lat = [x for s in st for x in s["latency_ns"]]
+        resyncs = sum(b.get("resyncs", 0) for s in st for b in s.get("books", {}).values())
+        reconnects = sum(int(s["ws"].get("reconnects", 0)) for s in st)
+        equity = float(res.equity[-1]) if len(res.equity) else float("nan")
+        held = ", ".join(f"{k} {v:g}" for k, v in sorted(self._last_positions.items()) if v)
+        parts = [
+            f"paper {iso(t)[11:19]}",
+            f"equity {equity:,.2f}",
+            f"pos {held or 'flat'}",
+            f"{msgs / wall:,.0f} msg/s",
+        ]
+        if lat:
+            parts.append(f"bar latency p50 {np.percentile(lat, 50) / 1e6:.0f} ms")
+        parts += [f"resyncs {resyncs}", f"reconnects {reconnects}", f"late {self.late_bars}"]
+        frac = (t - self.t0) / (self.t_end - self.t0) if self.t_end else 0.0
+        self.progress.status(" | ".join(parts), frac)
 
     def _step(self, symbols: list[str], target: int, inboxes: dict[str, Inbox]) -> SettleResult:
         calls: list[Call] = []
@@ -328,6 +516,12 @@ class LiveClock:
         self.stats.calls += len(calls)
         outs: list[Outbox] = self.backend.collect(self.backend.submit(calls))
         outs.sort(key=lambda o: o.symbol)
+        wall = self.now()
+        for ob in outs:
+            self._last_positions[ob.symbol] = ob.position
+            u = ob.updates.data
+            sent = u["ts"][u["status"] == int(OrderStatus.SUBMITTED)]
+            self.decision_lag_ns.extend((wall - sent).tolist())
         for ob in outs:
             if ob.reached != target:
                 raise RuntimeError(f"{ob.symbol}: reached {iso(ob.reached)}, not {iso(target)}")

@@ -197,6 +197,12 @@ class Progress:
         self.text, self.frac, self.last_draw = text, frac, now
         self.sink.draw(text, frac)
 
+    def status(self, text: str, frac: float = 0.0, *, force: bool = False) -> None:
+        """Show ``text`` as it is (a live session's status line), at most ``fps`` a second."""
+        now = self.clock()
+        if force or now - self.last_draw >= self.min_gap:
+            self._show(text, frac, now)
+
     def write(self, text: str) -> None:
         """Print a line of output (on stdout) without breaking the bar."""
         self.sink.line(text)

@@ -8,12 +8,13 @@ fills, marks) back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from tickray.actors.usercode import ensure_loaded
-from tickray.engine.book import queue_from_spec
+from tickray.engine.book import MarketEvents, queue_from_spec
 from tickray.engine.clock import format_duration
 from tickray.engine.codec import decode_inboxes, encode_outboxes
 from tickray.engine.config import RunConfig, l2_strategy
@@ -34,6 +35,7 @@ from tickray.feeds.funding import perp_inputs
 from tickray.feeds.l2events import recording_events
 from tickray.feeds.recordings import read_binance_recording
 from tickray.feeds.replay import BarCursor
+from tickray.feeds.wsrecord import read_ws_recording
 from tickray.risk.sizing import SymbolSizer
 
 _NO_TS = np.empty(0, dtype=np.int64)
@@ -89,7 +91,7 @@ class SymbolActor:
         ex = config.execution
         for s in symbols:
             maker, taker = config.fees_for(s)
-            events = recording_events(read_binance_recording(l2.files[s]))
+            events = self._l2_events(config, s)
             venue = L2Venue(
                 config.spec(s),
                 fees=Fees(maker=maker, taker=taker),
@@ -115,7 +117,7 @@ class SymbolActor:
             self.sims[s] = L2SymbolSim(
                 venue,
                 strategy,
-                iter([events]),
+                events,
                 sync_ns=config.sync_ns,
                 t0=t0,
                 timer_ns=timer_ns,
@@ -123,6 +125,14 @@ class SymbolActor:
                 wake_on_fill=l2.wake_on_fill,
                 wake_on_trade=wake_on_trade,
             )
+
+    def _l2_events(self, config: RunConfig, symbol: str) -> Iterator[MarketEvents]:
+        """``symbol``'s market events in batches: its recording (a live actor: its book)."""
+        assert config.l2 is not None
+        path = Path(config.l2.files[symbol])
+        # a folder: a paper session's recorder output (tickray.feeds.wsrecord)
+        rec = read_ws_recording(path, symbol) if path.is_dir() else read_binance_recording(path)
+        return iter([recording_events(rec)])
 
     def _bar_source(self, config: RunConfig, symbol: str, interval: str) -> BarSource:
         """Where ``symbol``'s bars come from: its Parquet files (a live actor: a stream)."""

@@ -7,7 +7,8 @@ starts at the next bar close after launch. :func:`run_paper` runs it over the to
 :mod:`tickray.actors.live` and writes the same results folder as a backtest (fills,
 orders, equity, metrics, report), plus ``live.json``: websocket counters, reconnects,
 bar latency (receive time minus bar close, p50/p99), steps' lag behind their boundaries,
-late bars and gaps.
+decision latency (from the receipt of the message an order was decided on to the wall
+time its step's results came back, p50/p99), late bars, gaps and book resyncs.
 """
 
 from __future__ import annotations
@@ -152,8 +153,10 @@ def _live_info(clock: LiveClock, status: list[dict[str, Any]], stopped: str) -> 
         "late_bars": clock.late_bars,
         "bar_latency": _quantiles(lat),
         "step_lag": _quantiles(clock.step_lag_ns),
+        "decision_latency": _quantiles(clock.decision_lag_ns),
         "gaps": {k: v for s in status for k, v in s["gaps"].items()},
         "duplicates": sum(s["duplicates"] for s in status),
+        "books": {k: v for s in status for k, v in s.get("books", {}).items()},
         "messages": sum(int(w.get("messages", 0)) for w in ws),
         "reconnects": sum(int(w.get("reconnects", 0)) for w in ws),
         "errors": sum(int(w.get("errors", 0)) for w in ws),

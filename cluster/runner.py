@@ -56,7 +56,7 @@ def check_inputs(config: RunConfig) -> None:
     """
     if config.l2 is not None:
         for s, path in config.l2.files.items():
-            if not Path(path).is_file():
+            if not Path(path).exists():
                 raise DataError(f"l2.files: no recording for {s} at {path}")
         return
     interval = format_duration(config.interval_ns)

@@ -285,7 +285,10 @@ class LiveConfig:
     ``grace_s``: how long a step waits past its boundary for its bars. ``on_stop``:
     ``"flatten"`` closes every position at the next bar's open, ``"keep"`` leaves them.
     ``record``: a folder for the raw messages ("" for none). ``stall_timeout_s``:
-    seconds of silence before the feed reconnects (0: no watchdog).
+    seconds of silence before the feed reconnects (0: no watchdog). Order-book
+    sessions (``l2`` set, its ``files`` naming the symbols) also use ``rest_url``
+    (the REST base URL of the depth snapshots, "" for Binance's) and ``depth``
+    (the diff stream's speed, e.g. ``"100ms"``).
     """
 
     market: str = "spot"
@@ -295,6 +298,8 @@ class LiveConfig:
     on_stop: str = "flatten"
     record: str = ""
     stall_timeout_s: float = 30.0
+    rest_url: str = ""
+    depth: str = "100ms"
 
     def __post_init__(self) -> None:
         if self.market not in ("spot", "usdm"):

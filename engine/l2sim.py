@@ -76,7 +76,7 @@ class L2SymbolSim:
     def _next(self) -> MarketEvents | None:
         while self._ev is None or self._i >= len(self._ev.ts):
             nxt = next(self._batches, None)
-            if nxt is None:
+            if nxt is None or len(nxt.ts) == 0:  # the end, or (a live feed) none yet
                 return None
             self._ev, self._i = nxt, 0
         return self._ev

@@ -120,6 +120,87 @@ def recording_events(rec: Recording, *, depth: bool = True, tops: bool = True) -
     return ev
 
 
+def continued_events(rec: Recording, *, tops: bool = True) -> MarketEvents:
+    """The rows of a live book's later drains (its first drain with the snapshot goes
+    through :func:`recording_events`): every depth row (a resync's snapshot rows carry
+    the deletions that make "set level" rebuild the book, so no clear), trades and tops,
+    merged by line (the session's ``seq``) exactly as :func:`recording_events` merges
+    a whole recording; an empty batch when nothing came."""
+    d, tr, tp = rec.depth, rec.trades, rec.tops
+    parts: list[tuple[npt.NDArray[np.int64], MarketEvents]] = []
+    if d.num_rows:
+        line = rec.depth_line.astype(np.int64)
+        end = np.ones(len(line), dtype=bool)
+        end[:-1] = line[:-1] != line[1:]
+        parts.append(
+            (
+                line,
+                MarketEvents(
+                    ts_numpy(d["ts"]),
+                    np.full(len(line), DEPTH, dtype=np.int8),
+                    _np(d["side"]).astype(np.int8),
+                    _np(d["price"]).astype(np.float64),
+                    _np(d["qty"]).astype(np.float64),
+                    _np(d["last_update_id"]).astype(np.int64),
+                    end,
+                ),
+            )
+        )
+    if tr.num_rows:
+        buyer_maker = _np(tr["is_buyer_maker"]).astype(bool)
+        parts.append(
+            (
+                rec.trades_line.astype(np.int64),
+                MarketEvents(
+                    ts_numpy(tr["ts"]),
+                    np.full(tr.num_rows, TRADE, dtype=np.int8),
+                    np.where(buyer_maker, -1, 1).astype(np.int8),
+                    _np(tr["price"]).astype(np.float64),
+                    _np(tr["qty"]).astype(np.float64),
+                    _np(tr["trade_id"]).astype(np.int64),
+                    np.ones(tr.num_rows, dtype=bool),
+                ),
+            )
+        )
+    if tops and tp.num_rows:
+        n = tp.num_rows
+        price, qty = np.empty(2 * n), np.empty(2 * n)
+        price[0::2], price[1::2] = _np(tp["bid_price"]), _np(tp["ask_price"])
+        qty[0::2], qty[1::2] = _np(tp["bid_qty"]), _np(tp["ask_qty"])
+        ids = _np(tp["update_id"]).astype(np.float64)
+        uid = np.where(np.isnan(ids), -1, ids).astype(np.int64)
+        parts.append(
+            (
+                np.repeat(rec.tops_line.astype(np.int64), 2),
+                MarketEvents(
+                    np.repeat(ts_numpy(tp["ts"]), 2),
+                    np.full(2 * n, TOP, dtype=np.int8),
+                    np.tile(np.array([1, -1], dtype=np.int8), n),
+                    price,
+                    qty,
+                    np.repeat(uid, 2),
+                    np.tile(np.array([False, True]), n),
+                ),
+            )
+        )
+    if not parts:
+        return MarketEvents(
+            np.empty(0, dtype=np.int64),
+            np.empty(0, dtype=np.int8),
+            np.empty(0, dtype=np.int8),
+            np.empty(0),
+            np.empty(0),
+            np.empty(0, dtype=np.int64),
+            np.empty(0, dtype=bool),
+        )
+    lines = np.concatenate([p[0] for p in parts])
+    group = np.concatenate([np.full(len(p[0]), k, dtype=np.int64) for k, p in enumerate(parts)])
+    within = np.concatenate([np.arange(len(p[0]), dtype=np.int64) for p in parts])
+    order = np.lexsort((within, group, lines))
+    cols = [np.concatenate([getattr(p[1], f) for p in parts])[order] for f in MarketEvents._fields]
+    return MarketEvents(*cols)
+
+
 def recording_span(rec: Recording) -> tuple[int, int]:
     """First and last ``ts`` of ``recording_events(rec)``, without merging the streams:
     the snapshot, and the latest row received after it."""
