@@ -17,7 +17,8 @@ generator's universe (with mark prices and funding) as spot, spot with fees in
 the base asset, and USD-M perpetuals with isolated and cross margin, each
 against the spot run. The data cases import the real 1m kline CSVs into the
 store and read a cached month of 1m bars for 100 symbols (bench/bench_data.py).
-The indicator cases time each indicator's batch and
+The live case runs a paper session on loopback websocket streams of the real USD-M
+recordings (bench/bench_live.py). The indicator cases time each indicator's batch and
 one-value-at-a-time forms (values/s, against SMA's batch form); the strategy
 cases replay one symbol through the topology with each strategy, against
 sma_cross.
@@ -479,6 +480,7 @@ def main() -> int:
         return 0
     print(f"tickray bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
     from bench_data import bench_cached_read, bench_import
+    from bench_live import bench_live
 
     shared = ROOT.parent / "shared" / "data"
     if args.quick:
@@ -486,6 +488,7 @@ def main() -> int:
         bench_indicators(200_000)
         bench_strategies(100_000)
         bench_l2(1)
+        bench_live(shared, seconds=3)
         bench_inprocess(100_000)
         bench_ray(10, 3, quick=True)
         bench_accounts(4, 3)
@@ -499,6 +502,7 @@ def main() -> int:
         bench_indicators(2_000_000)
         bench_strategies(1_000_000)
         bench_l2(5)
+        bench_live(shared)
         bench_inprocess(1_000_000)
         bench_ray(100, 30, quick=False)
         bench_accounts(20, 30)
