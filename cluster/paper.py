@@ -32,6 +32,7 @@ from tickray.cluster.spec import assemble_run
 from tickray.engine.clock import format_duration, iso
 from tickray.engine.config import LiveConfig, RunConfig
 from tickray.engine.spec import RunSpec, SpecError
+from tickray.feeds.ws import KLINE_INTERVALS
 
 __all__ = ["paper_config", "run_paper"]
 
@@ -49,10 +50,19 @@ def paper_config(spec: RunSpec, now_ns: int | None = None) -> RunConfig:
     if sync % interval:
         raise SpecError("run.sync: must be a multiple of data.interval for paper trading")
     live = v["live"]
+    name = format_duration(interval)
+    if name not in KLINE_INTERVALS or (name == "1s" and live["market"] != "spot"):
+        raise SpecError(
+            f"data.interval: {live['market']} streams no {name} klines "
+            f"(intervals: {', '.join(KLINE_INTERVALS)}; 1s on spot only)"
+        )
     t0 = session_start(time.time_ns() if now_ns is None else now_ns, sync, interval)
     duration = live["duration"]
     end = t0 + (duration if duration else sync)
     config = assemble_run(spec, None, "", symbols, t0, end, {})
+    if v["account"]["allow_short"] is None:  # the demo data's default does not apply here
+        short = v["account"]["type"] == "perp"
+        config = replace(config, account=replace(config.account, allow_short=short))
     return replace(
         config,
         sync_ns=sync,

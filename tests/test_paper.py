@@ -215,3 +215,15 @@ def test_the_paper_command(server: KlineServer, tmp_path: Path, capsys: Any) -> 
     assert rc == 2
     assert "universe.symbols: paper trading needs the symbols" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_session_the_exchange_cannot_stream_is_refused() -> None:
+    from tickray.engine.spec import SpecError
+
+    doc = paper_spec(1, market="usdm")
+    with pytest.raises(SpecError, match="data.interval: usdm streams no 1s klines"):
+        paper_config(check_document(doc))
+    doc["data"]["interval"] = "7m"
+    doc["live"]["market"] = "spot"
+    with pytest.raises(SpecError, match="data.interval: spot streams no 7m klines"):
+        paper_config(check_document(doc))
