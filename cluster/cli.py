@@ -671,8 +671,16 @@ def parser() -> argparse.ArgumentParser:
     df.add_argument("--base-url", help="the exchange's REST address (default: Binance's)")
     df.add_argument("--quiet", action="store_true", help="no progress bar")
     df.set_defaults(func=cmd_data_fetch)
-    di = dsub.add_parser("import", help="import dump archives (.zip) or kline CSVs into a store")
-    di.add_argument("files", nargs="+", help=".zip dumps (checksums beside them) or .csv[.gz]")
+    di = dsub.add_parser(
+        "import",
+        help="import dump archives (.zip), kline CSVs or recorded paper sessions into a store",
+    )
+    di.add_argument(
+        "files",
+        nargs="+",
+        help=".zip dumps (checksums beside them), .csv[.gz], or a paper session's "
+        "live.record folder (its closed klines; needs --interval)",
+    )
     di.add_argument("--out", required=True, help="data folder to write into")
     di.add_argument("--symbol", help="CSV files: the symbol (default: from the file name)")
     di.add_argument("--interval", help="CSV files: default inferred from the timestamps")
@@ -751,11 +759,20 @@ def cmd_data_import(args: argparse.Namespace) -> int:
 
     files = [Path(f) for f in args.files]
     for f in files:
-        if not f.is_file():
-            raise UsageError(f"files: {f} is not a file")
-    zips = [f for f in files if f.suffix == ".zip"]
-    csvs = [f for f in files if f.suffix != ".zip"]
+        if not f.exists():
+            raise UsageError(f"files: {f} does not exist")
+    recordings = [f for f in files if f.is_dir()]
+    zips = [f for f in files if f.suffix == ".zip" and not f.is_dir()]
+    csvs = [f for f in files if f.suffix != ".zip" and not f.is_dir()]
     out = Path(args.out)
+    if recordings:
+        from tickray.feeds.livebars import store_recorded_bars
+
+        if not args.interval:
+            raise UsageError("--interval: required to import a recorded live session's bars")
+        for rec in recordings:
+            for sym in store_recorded_bars(rec, out, args.interval):
+                print(f"{rec}: {sym} {args.interval} bars")
     written = list(import_dumps(zips, out, verify=not args.no_verify)) if zips else []
     by_symbol: dict[str, list[Path]] = {}
     for f in csvs:

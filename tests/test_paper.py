@@ -145,6 +145,16 @@ def test_a_recorded_paper_session_replays_to_the_same_fills(
     bars = recorded_bars(rec, "1s")
     assert sorted(bars) == ["AAAUSDT", "BBBUSDT"]
     store_recorded_bars(rec, tmp_path / "bars", "1s")
+    from tickray.cluster.cli import main
+
+    assert (
+        main(["data", "import", str(rec), "--out", str(tmp_path / "cli"), "--interval", "1s"]) == 0
+    )
+    for sym in ("AAAUSDT", "BBBUSDT"):
+        got = sorted((tmp_path / "cli").rglob(f"{sym}/*.parquet"))
+        assert got and [p.read_bytes() for p in got] == [
+            p.read_bytes() for p in sorted((tmp_path / "bars").rglob(f"{sym}/*.parquet"))
+        ]
     replay = tickray.run(
         {
             "data": {
