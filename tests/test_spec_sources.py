@@ -132,4 +132,4 @@ def test_cli_data_fetch_and_import(tmp_path: Path, capsys: pytest.CaptureFixture
     first, last = data_range(tmp_path / "imported", "1m", "ETHUSDT")
     assert (last - first) // 60_000_000_000 == 119
     rc = main(["data", "import", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x")])
-    assert rc == 2 and "is not a file" in capsys.readouterr().err
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
