@@ -13,6 +13,7 @@ time its step's results came back, p50/p99), late bars, gaps and book resyncs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import replace
@@ -133,6 +134,8 @@ def run_paper(
         write_report(path)
     except BaseException as exc:
         bar.close("stopped")
+        with contextlib.suppress(Exception):  # the feeds' threads end with the session
+            backend.call("stop_feed")
         recorder.fail(f"{type(exc).__name__}: {exc}")
         raise
     finally:
