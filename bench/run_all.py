@@ -17,7 +17,8 @@ generator's universe (with mark prices and funding) as spot, spot with fees in
 the base asset, and USD-M perpetuals with isolated and cross margin, each
 against the spot run. The data cases import the real 1m kline CSVs into the
 store and read a cached month of 1m bars for 100 symbols (bench/bench_data.py).
-The live case runs a paper session on loopback websocket streams of the real USD-M
+The sweep case runs 64 variants x 10 symbols x 30 days on Ray with 1 CPU, 2 CPUs
+and 3 simulated nodes (bench/bench_sweep.py). The live case runs a paper session on loopback websocket streams of the real USD-M
 recordings (bench/bench_live.py). The indicator cases time each indicator's batch and
 one-value-at-a-time forms (values/s, against SMA's batch form); the strategy
 cases replay one symbol through the topology with each strategy, against
@@ -481,6 +482,7 @@ def main() -> int:
     print(f"tickray bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}", flush=True)
     from bench_data import bench_cached_read, bench_import
     from bench_live import bench_live
+    from bench_sweep import DAYS, SYMBOLS, bench_sweep
 
     shared = ROOT.parent / "shared" / "data"
     if args.quick:
@@ -506,6 +508,7 @@ def main() -> int:
         bench_inprocess(1_000_000)
         bench_ray(100, 30, quick=False)
         bench_accounts(20, 30)
+        bench_sweep(dataset(f"{len(SYMBOLS)}x{DAYS}d-sweep", SYMBOLS, DAYS * 1440, seed=5))
         bench_memory(100_000)
     return 0
 

@@ -18,9 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tickray.actors.progress import progress_for
 from tickray.cluster.spec import (
-    build_run,
     check_document,
     config_from_document,
     load_spec,
@@ -251,9 +249,9 @@ def cmd_paper(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """Run every point of a spec's parameter grid, one after another, into OUT/<k>/."""
-    from tickray.cluster.runner import run_backtest
-    from tickray.engine.spec import expand_grid
+    """Every point of a spec's parameter grid (or a random sample of them), in parallel on
+    Ray or one after another in this process, into OUT/<k>/ (see tickray.cluster.sweep)."""
+    from tickray.cluster.sweep import format_leaderboard, run_sweep
 
     doc = load_spec(args.spec)
     if args.backend:
@@ -263,37 +261,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         known = [known] if isinstance(known, str) else list(known)
         doc = merge(doc, {"strategy": {"modules": known + list(args.strategy_module)}})
     spec = check_document(doc)
-    points = expand_grid(spec)
-    configs = [build_run(spec, params) for params in points]  # every point checked first
     out = Path(args.out) if args.out else default_out()
     if out.exists():
         raise UsageError(f"--out: {out} already exists")
-    print(f"tickray: sweep of {len(points)} runs of {spec.get('strategy.name')}", flush=True)
-    rows: list[dict[str, Any]] = []
-    bar = progress_for("sweep", False if args.quiet else None)
-    bar.start_count(len(points), "runs")
-    for k, (params, config) in enumerate(zip(points, configs, strict=True)):
-        res = run_backtest(config, out / f"{k:04d}", progress=False)
-        bar.count(k + 1)
-        if res.interrupted:
-            bar.close("interrupted")
-            print(f"tickray: sweep interrupted in run {k}; finished runs are in {out}")
-            (out / "sweep.json").write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
-            return 130
-        m = res.metrics["portfolio"]
-        rows.append({"run": k, "params": params} | {x: m[x] for x in _SWEEP_COLUMNS})
-        shown = " ".join(f"{n}={v}" for n, v in sorted(params.items()))
-        bar.write(
-            f"{k:4d}  {shown:<40} return {m['total_return'] * 100:8.2f}%  "
-            f"sharpe {m['sharpe']:7.2f}  trades {m['trades']:6d}"
-        )
-    bar.close()
-    (out / "sweep.json").write_text(json.dumps(rows, indent=1, sort_keys=True) + "\n")
-    print(f"results: {out}  (summary: {out / 'sweep.json'})")
-    return 0
-
-
-_SWEEP_COLUMNS = ("total_return", "sharpe", "max_drawdown", "trades", "fees")
+    backend = spec.get("run.backend")
+    print(
+        f"tickray: sweep of {args.samples if args.search == 'random' else spec.runs} runs of "
+        f"{spec.get('strategy.name')} ({args.search} search, backend {backend})",
+        flush=True,
+    )
+    result = run_sweep(
+        spec,
+        out,
+        backend=backend,
+        address=args.address or spec.get("run.address"),
+        workers=args.workers,
+        search=args.search,
+        samples=args.samples,
+        seed=args.seed,
+        metric=args.metric,
+        progress=False if args.quiet else None,
+        echo=True,
+    )
+    print(format_leaderboard(result, args.metric))
+    print(
+        f"\n{len(result.rows)} runs in {result.wall_seconds:.1f} s on {result.workers} "
+        f"workers, {len(result.failed)} failed"
+    )
+    print(f"results: {out}  (leaderboard: {out / 'leaderboard.parquet'})")
+    if result.interrupted:
+        print("tickray: sweep interrupted; the finished runs are kept", file=sys.stderr)
+        return 130
+    return 1 if result.failed and len(result.failed) == len(result.rows) else 0
 
 
 def build_l2_config(args: argparse.Namespace) -> RunConfig:
@@ -589,6 +588,19 @@ def parser() -> argparse.ArgumentParser:
         help="a .py file, package folder or module name that registers strategies (repeatable)",
     )
     w.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
+    w.add_argument("--address", help="Ray cluster address to join (ray backend)")
+    w.add_argument("--workers", type=int, help="variants at once on Ray (default: the CPUs)")
+    w.add_argument(
+        "--search", choices=("grid", "random"), default="grid", help="every point, or a sample"
+    )
+    w.add_argument("--samples", type=int, help="random search: how many points to run")
+    w.add_argument("--seed", type=int, default=0, help="random search: the sampling seed")
+    w.add_argument(
+        "--metric",
+        choices=("total_return", "sharpe", "max_drawdown", "trades", "fees"),
+        default="sharpe",
+        help="what the leaderboard ranks by (default sharpe)",
+    )
     w.add_argument("--quiet", action="store_true", help="no progress bar")
     w.set_defaults(func=cmd_sweep)
     k = sub.add_parser("import-klines", help="convert Binance kline CSVs to the canonical layout")

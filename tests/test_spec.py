@@ -260,8 +260,8 @@ def test_sweep_runs_every_grid_point(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     rc = main(["sweep", str(spec), "--out", str(tmp_path / "s")])
     assert rc == 0
-    rows = json.loads((tmp_path / "s" / "sweep.json").read_text())
-    assert [r["params"] for r in rows] == [
+    rows = json.loads((tmp_path / "s" / "sweep.json").read_text())["rows"]
+    assert [r["params"] for r in sorted(rows, key=lambda r: r["run"])] == [
         {"threshold": 0.004, "window": 20},
         {"threshold": 0.004, "window": 40},
     ]
