@@ -57,6 +57,15 @@ class Backend(Protocol):
         """``method(*args)`` on every symbol actor, in shard order (live sessions)."""
         ...
 
+    def prepare(self, config: RunConfig) -> None:
+        """Join or start what the run needs before its symbols are sharded (Ray)."""
+        ...
+
+    def cpus(self) -> int:
+        """The CPUs the symbol actors can spread over (what ``symbols_per_actor = 0``
+        shards for): this machine's, or the Ray cluster's."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -77,6 +86,12 @@ class LocalBackend:
 
     def call(self, method: str, *args: Any) -> list[Any]:
         return [getattr(a, method)(*args) for a in self.actors]
+
+    def prepare(self, config: RunConfig) -> None:
+        return None
+
+    def cpus(self) -> int:
+        return cpu_count()
 
     def submit(self, calls: Sequence[Call]) -> Pending:
         # run at collect, as on Ray: the clock settles and records the step it holds
@@ -145,18 +160,28 @@ class RayBackend:
     def call(self, method: str, *args: Any) -> list[Any]:
         return list(self._ray.get([getattr(a, method).remote(*args) for a in self.actors]))
 
-    def start(self, config: RunConfig, shards: Sequence[Sequence[str]], t0: int) -> None:
+    def cpus(self) -> int:
+        """The CPUs of the alive nodes of the Ray cluster (joined or started here): the
+        symbols spread over the cluster, not over the driver's machine."""
         import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        # user strategy code reaches the workers through Ray: module files and
-        # folders as the runtime environment's py_modules (for the whole job when
-        # tickray starts Ray, else uploaded for these actors), __main__ classes by value
+        if not ray.is_initialized():
+            return cpu_count()  # start() joins or starts Ray; until then, this machine
+        total = sum(
+            int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")
+        )
+        return max(1, total)
+
+    def prepare(self, config: RunConfig) -> None:
+        """Join the cluster at ``address``, or start a local Ray, unless this process is
+        connected already. User strategy code reaches the workers through Ray: module
+        files and folders as the runtime environment's ``py_modules`` (for the whole job
+        when tickray starts Ray, else uploaded for these actors)."""
+        import ray
+
         mods = shipped_modules(config)
-        if mods != config.strategy.modules:
-            config = replace(config, strategy=replace(config.strategy, modules=mods))
         env = runtime_env(mods)
-        extra: dict[str, Any] = {}
+        self._extra: dict[str, Any] = {}
         if not ray.is_initialized():
             ray.init(
                 address=self.address,
@@ -167,8 +192,20 @@ class RayBackend:
             )
             self._started_ray = True
         elif env:
-            extra["runtime_env"] = uploaded_env(env)
+            self._extra["runtime_env"] = uploaded_env(env)
         self._ray = ray
+        self._mods = mods
+
+    def start(self, config: RunConfig, shards: Sequence[Sequence[str]], t0: int) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if getattr(self, "_ray", None) is None:
+            self.prepare(config)
+        mods = self._mods
+        if mods != config.strategy.modules:
+            config = replace(config, strategy=replace(config.strategy, modules=mods))
+        extra = self._extra
         nodes = sorted(
             n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU")
         )

@@ -116,6 +116,9 @@ class Clock:
     def run(self) -> dict[str, Any]:
         cfg = self.config
         self.reached = self.t0
+        # symbols spread over the CPUs the backend has (a Ray cluster's, not this machine's)
+        self.backend.prepare(cfg)
+        self.shards = shard(cfg.symbols, cfg.symbols_per_actor, self.backend.cpus())
         if self.progress is not None:
             interval = cfg.interval_ns if cfg.l2 is None else 0
             self.progress.start_span(self.t0, self.t_end, len(cfg.symbols), interval)

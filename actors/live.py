@@ -442,6 +442,8 @@ class LiveClock:
         assert live is not None
         sync = cfg.sync_ns
         symbols = list(cfg.symbols)
+        self.backend.prepare(cfg)
+        self.shards = shard(cfg.symbols, cfg.symbols_per_actor, self.backend.cpus())
         self.backend.start(cfg, self.shards, self.t0)
         if self.progress is not None:
             self.progress.start_span(self.t0, self.t_end or self.t0 + sync, len(symbols), 0)

@@ -384,7 +384,7 @@ import tickray
 
 spec, out = json.loads(sys.argv[1]), sys.argv[2]
 cluster = Cluster(initialize_head=True, head_node_args={
-    "num_cpus": 1, "include_dashboard": False, "object_store_memory": 100 * 2**20})
+    "num_cpus": 2, "include_dashboard": False, "object_store_memory": 100 * 2**20})
 cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20)
 cluster.wait_for_nodes()
 try:
@@ -399,10 +399,10 @@ def test_user_module_on_a_two_node_cluster(
     small_universe: Path, user_module: tuple[Path, str], tmp_path: Path
 ) -> None:
     """The module reaches both nodes through the job's runtime environment (the script
-    runs elsewhere, so nothing but Ray can bring the file to the workers)."""
+    runs elsewhere, so nothing but Ray can bring the file to the workers), and the
+    symbols are sharded over the cluster's CPUs, not the driver machine's."""
     path, prefix = user_module
     spec = spec_for(small_universe, prefix + "dip_buyer", path)
-    spec["run"]["symbols_per_actor"] = 1
     script = tmp_path / "elsewhere" / "drive.py"
     script.parent.mkdir()
     script.write_text(CLUSTER_SCRIPT)
@@ -418,6 +418,7 @@ def test_user_module_on_a_two_node_cluster(
     assert done.returncode == 0, done.stderr[-3000:]
     local = tickray.run(spec, backend="local", out=tmp_path / "local")
     remote = tickray.load(tmp_path / "cluster")
+    # 3 symbols over the cluster's 3 CPUs (2 + 1), whatever this machine has
     assert len(json.loads(done.stdout.strip().splitlines()[-1])["actors"]) == 3
     assert len(local.fills()) > 10
     assert local.fills().equals(remote.fills())
