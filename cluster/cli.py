@@ -702,6 +702,10 @@ def parser() -> argparse.ArgumentParser:
     h.add_argument("folder", help="a results folder written by `tickray backtest`")
     h.add_argument("--out", help="the HTML file (default: FOLDER/report.html)")
     h.set_defaults(func=cmd_report)
+
+    from tickray.cluster.service import add_serve_parser  # aiohttp only when parsing
+
+    add_serve_parser(sub)
     return p
 
 

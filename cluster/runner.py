@@ -7,7 +7,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from tickray.actors.backends import Backend, make_backend
 from tickray.actors.clock import Clock, ClockStats, RunInterrupted
-from tickray.actors.progress import progress_for
+from tickray.actors.progress import Progress, progress_for
 
 if TYPE_CHECKING:
     from tickray.actors.live import LiveClock
@@ -89,12 +89,16 @@ def run_backtest(
     out: str | Path,
     *,
     address: str | None = None,
-    progress: bool | None = False,
+    progress: bool | Progress | None = False,
+    on_clock: Callable[[Clock], None] | None = None,
 ) -> RunResult:
     """Replay ``config`` on its backend and write the results folder ``out``.
 
     ``progress``: a progress bar (:func:`~tickray.actors.progress.progress_for`:
-    None or True where one can be seen, False never).
+    None or True where one can be seen, False never), or a :class:`Progress` to
+    report to (a service's pipe). ``on_clock`` is called with the run's clock before
+    it starts, so that another thread can stop the run at its next step with
+    ``clock.request_stop(why)``, as SIGINT and SIGTERM do in the main thread.
 
     Ctrl-C (SIGINT) or SIGTERM, when this runs in the main thread, stops the run at
     the next settlement: every settled step is recorded, the metrics and report of
@@ -114,8 +118,10 @@ def run_backtest(
         perp=config.perp is not None,
     )
     backend = make_backend(config.backend, address or config.address, config.remote_portfolio)
-    bar = progress_for("replay", progress)
+    bar = progress if isinstance(progress, Progress) else progress_for("replay", progress)
     clock = Clock(config, backend, recorder, bar)
+    if on_clock is not None:
+        on_clock(clock)
     try:
         try:
             with _stop_on_signals(clock):
