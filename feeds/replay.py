@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -132,6 +132,27 @@ class BarCursor:
     def _month_overlaps(self, path: Path) -> bool:
         m0, m1 = month_bounds_ns(path.stem)
         return m1 > self.start_ns and m0 < self.end_ns
+
+    # A cursor is checkpointed by where it stands, not by its open file: unpickled, it
+    # reopens the files and goes on with the first bar after the last one it had given
+    # (the next chunks may be cut elsewhere; a simulation does not depend on where).
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k != "_gen"}
+        state["_exhausted"] = self._gen is None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        exhausted = state.pop("_exhausted")
+        self.__dict__.update(state)
+        last = self._last_ts
+        if last is not None:
+            # the window starts after it; the rows re-read before it are cut, not
+            # mistaken for bars out of order
+            self.start_ns = max(self.start_ns, last + 1)
+            self._last_ts = None
+        files = bar_files(self.root, self.interval, self.symbol)
+        self.files = [f for f in files if self._month_overlaps(f)]
+        self._gen = None if exhausted else self._chunks()
 
     def next_chunk(self) -> BarChunk | None:
         """Next chunk of at most ``batch_rows`` bars (never empty), or None when exhausted."""

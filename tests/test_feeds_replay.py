@@ -249,3 +249,23 @@ def test_iter_table_batches_streams_canonical_batches(three_months: tuple[Path, 
     assert all(b.num_rows <= 64 for b in batches)
     assert batches[0].schema.names[:6] == ["ts", "open", "high", "low", "close", "volume"]
     assert batches[0].column(0)[0].value == FEB_1
+
+
+def test_a_cursor_checkpoint_goes_on_after_the_last_bar_it_gave(small_universe: Path) -> None:
+    """Pickled mid-stream (as an actor's checkpoint would be), a cursor reopens its files
+    and gives exactly the bars it had not given yet; a finished one stays finished."""
+    import pickle
+
+    from conftest import SMALL_END, SMALL_START
+
+    def bars(cursor: BarCursor) -> list[int]:
+        return [int(t) for chunk in cursor for t in chunk.ts]
+
+    whole = bars(BarCursor(small_universe, "1m", "AAAUSDT", SMALL_START, SMALL_END, 700))
+    cur = BarCursor(small_universe, "1m", "AAAUSDT", SMALL_START, SMALL_END, 700)
+    first = [int(t) for t in cur.next_chunk().ts] + [int(t) for t in cur.next_chunk().ts]
+    copy = pickle.loads(pickle.dumps(cur))
+    assert first + bars(copy) == whole
+    assert first + bars(cur) == whole  # the original goes on too
+    done = pickle.loads(pickle.dumps(cur))
+    assert done.next_chunk() is None
