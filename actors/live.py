@@ -139,7 +139,28 @@ class LiveBars:
         return self.last_close >= t
 
 
-class _Feed:
+class _Session:
+    """A websocket session on its own thread and event loop (the feeds below): stopping
+    closes the connection from outside the loop, joins the thread and closes the
+    recorder."""
+
+    ws: BinanceWs
+    recorder: WsRecorder | None
+    loop: asyncio.AbstractEventLoop | None
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        loop = self.loop
+        if loop is not None and self.thread.is_alive():
+            fut = asyncio.run_coroutine_threadsafe(self.ws.close(), loop)
+            with contextlib.suppress(Exception):  # the session is ending anyway
+                fut.result(timeout=5.0)
+        self.thread.join(timeout=5.0)
+        if self.recorder is not None:
+            self.recorder.close()
+
+
+class _Feed(_Session):
     """The websocket session of one actor, on its own thread and event loop."""
 
     def __init__(
@@ -184,18 +205,8 @@ class _Feed:
                     if bars is not None:
                         bars.push(recv_ns, data)
 
-    def stop(self) -> None:
-        loop = self.loop
-        if loop is not None and self.thread.is_alive():
-            fut = asyncio.run_coroutine_threadsafe(self.ws.close(), loop)
-            with contextlib.suppress(Exception):  # the session is ending anyway
-                fut.result(timeout=5.0)
-        self.thread.join(timeout=5.0)
-        if self.recorder is not None:
-            self.recorder.close()
 
-
-class _BookFeed:
+class _BookFeed(_Session):
     """The depth, trade and book-ticker streams of one actor's symbols, with books kept in
     sync (:class:`~tickray.feeds.livebook.LiveFeed`), on its own thread and event loop.
 
@@ -260,16 +271,6 @@ class _BookFeed:
                 st = sym.book.stats
                 books[name] = {"gaps": len(sym.book.gaps), "resyncs": getattr(st, "resyncs", 0)}
         return {"ws": self.ws.stats.as_dict(), "books": books}
-
-    def stop(self) -> None:
-        loop = self.loop
-        if loop is not None and self.thread.is_alive():
-            fut = asyncio.run_coroutine_threadsafe(self.ws.close(), loop)
-            with contextlib.suppress(Exception):  # the session is ending anyway
-                fut.result(timeout=5.0)
-        self.thread.join(timeout=5.0)
-        if self.recorder is not None:
-            self.recorder.close()
 
 
 class _LiveEvents:

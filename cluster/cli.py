@@ -59,6 +59,23 @@ def _symbols(values: list[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _modules_with(strategy: object, extra: list[str]) -> list[str]:
+    """A spec's ``strategy.modules`` (a list or one string) with ``extra`` after them."""
+    known = strategy.get("modules") if isinstance(strategy, dict) else None
+    known = known or []
+    return ([known] if isinstance(known, str) else list(known)) + list(extra)
+
+
+def _add_strategy_module(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--strategy-module",
+        action="append",
+        metavar="PATH",
+        help="a .py file, package folder or module name that registers strategies "
+        "(strategy.modules; repeatable)",
+    )
+
+
 def spec_document(args: argparse.Namespace) -> dict[str, Any]:
     """The run's spec document: the spec file (if any) with the flags given on top.
 
@@ -106,10 +123,7 @@ def spec_document(args: argparse.Namespace) -> dict[str, Any]:
     if args.strategy:
         strat["name"] = args.strategy
     if getattr(args, "strategy_module", None):
-        known = strat.get("modules") or []
-        strat["modules"] = ([known] if isinstance(known, str) else list(known)) + list(
-            args.strategy_module
-        )
+        strat["modules"] = _modules_with(strat, args.strategy_module)
     demo = (merged.get("data") or {}).get("source", "demo") == "demo"
     if demo and "name" not in strat:
         strat = {"name": DEMO_STRATEGY, "params": dict(DEMO_PARAMS) | strat.get("params", {})}
@@ -221,9 +235,7 @@ def cmd_paper(args: argparse.Namespace) -> int:
     if args.symbols:
         over["universe"] = {"symbols": args.symbols}
     if args.strategy_module:
-        known = (doc.get("strategy") or {}).get("modules") or []
-        known = [known] if isinstance(known, str) else list(known)
-        over["strategy"] = {"modules": known + list(args.strategy_module)}
+        over["strategy"] = {"modules": _modules_with(doc.get("strategy"), args.strategy_module)}
     config = paper_config(check_document(merge(doc, over) if over else doc))
     out = Path(args.out) if args.out else default_out()
     if out.exists():
@@ -257,9 +269,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.backend:
         doc = merge(doc, {"run": {"backend": args.backend}})
     if args.strategy_module:
-        known = (doc.get("strategy") or {}).get("modules") or []
-        known = [known] if isinstance(known, str) else list(known)
-        doc = merge(doc, {"strategy": {"modules": known + list(args.strategy_module)}})
+        modules = _modules_with(doc.get("strategy"), args.strategy_module)
+        doc = merge(doc, {"strategy": {"modules": modules}})
     spec = check_document(doc)
     out = Path(args.out) if args.out else default_out()
     if out.exists():
@@ -478,13 +489,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--start", help="first bar open time, ISO-8601 UTC (default: first bar)")
     b.add_argument("--end", help="end time, exclusive, ISO-8601 UTC (default: after the last bar)")
     b.add_argument("--strategy", help=" | ".join(strategy_names()) + " | a user strategy")
-    b.add_argument(
-        "--strategy-module",
-        action="append",
-        metavar="PATH",
-        help="a .py file, package folder or module name that registers strategies "
-        "(strategy.modules; repeatable)",
-    )
+    _add_strategy_module(b)
     b.add_argument("--param", action="append", metavar="NAME=VALUE", help="strategy parameter")
     b.add_argument(
         "--backend", choices=["local", "ray"], help="default: ray for --demo, else local"
@@ -567,12 +572,7 @@ def parser() -> argparse.ArgumentParser:
     pp.add_argument(
         "--on-stop", dest="on_stop", choices=("flatten", "keep"), help="override live.on_stop"
     )
-    pp.add_argument(
-        "--strategy-module",
-        action="append",
-        metavar="PATH",
-        help="a .py file, package folder or module name that registers strategies (repeatable)",
-    )
+    _add_strategy_module(pp)
     pp.add_argument("--address", help="Ray cluster address to join (ray backend)")
     pp.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
     pp.add_argument("--quiet", action="store_true", help="no progress line")
@@ -581,12 +581,7 @@ def parser() -> argparse.ArgumentParser:
     w = sub.add_parser("sweep", help="run every point of a spec's parameter grid")
     w.add_argument("spec", help="run spec file (.toml or .json) with list or range parameters")
     w.add_argument("--backend", choices=("local", "ray"), help="override run.backend")
-    w.add_argument(
-        "--strategy-module",
-        action="append",
-        metavar="PATH",
-        help="a .py file, package folder or module name that registers strategies (repeatable)",
-    )
+    _add_strategy_module(w)
     w.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
     w.add_argument("--address", help="Ray cluster address to join (ray backend)")
     w.add_argument("--workers", type=int, help="variants at once on Ray (default: the CPUs)")

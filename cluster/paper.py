@@ -26,9 +26,14 @@ from tickray.actors.backends import make_backend
 from tickray.actors.clock import RunInterrupted
 from tickray.actors.live import LiveClock, LiveSymbolActor, check_stop, session_start
 from tickray.actors.progress import progress_for
-from tickray.actors.recorder import Recorder
 from tickray.cluster.report import write_report
-from tickray.cluster.runner import RunResult, _stop_on_signals, results_metrics, run_info
+from tickray.cluster.runner import (
+    RunResult,
+    _stop_on_signals,
+    recorder_for,
+    results_metrics,
+    run_info,
+)
 from tickray.cluster.spec import assemble_run
 from tickray.engine.clock import format_duration, iso
 from tickray.engine.config import LiveConfig, RunConfig
@@ -97,14 +102,7 @@ def run_paper(
     if live is None:
         raise ValueError("run_paper: config.live is not set (use paper_config)")
     began = time.perf_counter()
-    recorder = Recorder(
-        out,
-        config.symbols,
-        config.interval_ns,
-        config.sync_ns,
-        self_approval=config.approval == "symbol",
-        perp=config.perp is not None,
-    )
+    recorder = recorder_for(config, out)
     backend = make_backend(
         config.backend, address or config.address, config.remote_portfolio, LiveSymbolActor
     )

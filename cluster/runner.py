@@ -109,14 +109,7 @@ def run_backtest(
     """
     check_inputs(config)
     began = time.perf_counter()
-    recorder = Recorder(
-        out,
-        config.symbols,
-        config.interval_ns,
-        config.sync_ns,
-        self_approval=config.approval == "symbol",
-        perp=config.perp is not None,
-    )
+    recorder = recorder_for(config, out)
     backend = make_backend(config.backend, address or config.address, config.remote_portfolio)
     bar = progress if isinstance(progress, Progress) else progress_for("replay", progress)
     clock = Clock(config, backend, recorder, bar)
@@ -151,6 +144,18 @@ class Stoppable(Protocol):
     stop_requested: str
 
     def request_stop(self, why: str = ...) -> None: ...
+
+
+def recorder_for(config: RunConfig, out: str | Path) -> Recorder:
+    """The recorder of ``config``'s results into ``out`` (a replay's or a live session's)."""
+    return Recorder(
+        out,
+        config.symbols,
+        config.interval_ns,
+        config.sync_ns,
+        self_approval=config.approval == "symbol",
+        perp=config.perp is not None,
+    )
 
 
 @contextmanager

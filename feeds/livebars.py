@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from tickray.feeds.schemas import TS_TYPE, DataError, conform
+from tickray.feeds.livebook import kline_bars
+from tickray.feeds.schemas import DataError
 from tickray.feeds.store import write_bars
 from tickray.feeds.ws import Kline, Market, MessageDecoder
 from tickray.feeds.wsrecord import KIND_WS, read_ws_messages
@@ -52,21 +53,7 @@ def recorded_bars(folder: str | Path, interval: str) -> dict[str, pa.Table]:
                 rows.setdefault(stream.split("@")[0].upper(), {})[event.open_ms] = event
     out: dict[str, pa.Table] = {}
     for symbol, bars in sorted(rows.items()):
-        ks = [bars[t] for t in sorted(bars)]
-        table = pa.table(
-            {
-                "ts": pa.array([k.open_ms * 1_000_000 for k in ks], type=pa.int64()).cast(TS_TYPE),
-                "open": [k.open for k in ks],
-                "high": [k.high for k in ks],
-                "low": [k.low for k in ks],
-                "close": [k.close for k in ks],
-                "volume": [k.volume for k in ks],
-                "quote_volume": [k.quote_volume for k in ks],
-                "trade_count": pa.array([k.trade_count for k in ks], type=pa.int64()),
-                "taker_buy_volume": [k.taker_buy_volume for k in ks],
-            }
-        )
-        out[symbol] = conform(table, "bars", f"{root} ({symbol})")
+        out[symbol] = kline_bars([bars[t] for t in sorted(bars)], f"{root} ({symbol})")
     return out
 
 

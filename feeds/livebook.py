@@ -593,7 +593,7 @@ class LiveSymbol:
         )
         for col in self._marks:
             col.clear()
-        bars = {iv: _bar_table(ks, f"{self.symbol} kline_{iv}") for iv, ks in self._bars.items()}
+        bars = {iv: kline_bars(ks, f"{self.symbol} kline_{iv}") for iv, ks in self._bars.items()}
         self._bars = {}
         return SymbolBatch(
             depth, depth_line, trades, trades_line, aggs, aggs_line, tops, tops_line, marks, bars
@@ -633,7 +633,9 @@ def _top_table(cols: tuple[list[Any], ...], source: str) -> tuple[pa.Table, Int6
     return conform(table, "book_tops", source), lines
 
 
-def _bar_table(klines: list[Kline], source: str) -> pa.Table:
+def kline_bars(klines: list[Kline], source: str) -> pa.Table:
+    """Closed klines as a conformed BARS table (``ts`` = open time); ``source`` names them
+    in errors."""
     ms = 1_000_000
     table = pa.table(
         {
