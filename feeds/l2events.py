@@ -28,7 +28,7 @@ def _np(col: pa.ChunkedArray) -> npt.NDArray[np.generic]:
 
 def recording_events(rec: Recording, *, depth: bool = True, tops: bool = True) -> MarketEvents:
     """The recording as one MarketEvents batch (see the module doc)."""
-    d, tr, tp = rec.depth, rec.trades, rec.tops
+    d = rec.depth
     snap = _np(d["is_snapshot"]).astype(bool) if d.num_rows else np.zeros(0, dtype=bool)
     if depth and not snap.any():
         raise DataError(f"{rec.source}: no depth snapshot to start the book from")
@@ -66,53 +66,10 @@ def recording_events(rec: Recording, *, depth: bool = True, tops: bool = True) -
                 ),
             )
         )
-    keep = rec.trades_line > start_line
-    buyer_maker = _np(tr["is_buyer_maker"]).astype(bool)
-    parts.append(
-        (
-            rec.trades_line[keep].astype(np.int64),
-            MarketEvents(
-                ts_numpy(tr["ts"])[keep],
-                np.full(int(keep.sum()), TRADE, dtype=np.int8),
-                np.where(buyer_maker, -1, 1).astype(np.int8)[keep],
-                _np(tr["price"]).astype(np.float64)[keep],
-                _np(tr["qty"]).astype(np.float64)[keep],
-                _np(tr["trade_id"]).astype(np.int64)[keep],
-                np.ones(int(keep.sum()), dtype=bool),
-            ),
-        )
-    )
+    parts.append(_trade_part(rec, rec.trades_line > start_line))
     if tops:
-        keep = rec.tops_line > start_line
-        n = int(keep.sum())
-        price = np.empty(2 * n)
-        qty = np.empty(2 * n)
-        price[0::2] = _np(tp["bid_price"])[keep]
-        price[1::2] = _np(tp["ask_price"])[keep]
-        qty[0::2] = _np(tp["bid_qty"])[keep]
-        qty[1::2] = _np(tp["ask_qty"])[keep]
-        ids = _np(tp["update_id"])[keep]
-        uid = np.where(np.isnan(ids.astype(np.float64)), -1, ids).astype(np.int64)
-        parts.append(
-            (
-                np.repeat(rec.tops_line[keep].astype(np.int64), 2),
-                MarketEvents(
-                    np.repeat(ts_numpy(tp["ts"])[keep], 2),
-                    np.full(2 * n, TOP, dtype=np.int8),
-                    np.tile(np.array([1, -1], dtype=np.int8), n),
-                    price,
-                    qty,
-                    np.repeat(uid, 2),
-                    np.tile(np.array([False, True]), n),
-                ),
-            )
-        )
-    lines = np.concatenate([p[0] for p in parts])
-    group = np.concatenate([np.full(len(p[0]), k, dtype=np.int64) for k, p in enumerate(parts)])
-    within = np.concatenate([np.arange(len(p[0]), dtype=np.int64) for p in parts])
-    order = np.lexsort((within, group, lines))
-    cols = [np.concatenate([getattr(p[1], f) for p in parts])[order] for f in MarketEvents._fields]
-    ev = MarketEvents(*cols)
+        parts.append(_top_part(rec, rec.tops_line > start_line))
+    ev = _merged(parts)
     ts = ev.ts
     if len(ts) and (np.diff(ts) < 0).any():
         ts = np.maximum.accumulate(ts)  # pre-snapshot diffs replayed at the snapshot
@@ -147,42 +104,9 @@ def continued_events(rec: Recording, *, tops: bool = True) -> MarketEvents:
             )
         )
     if tr.num_rows:
-        buyer_maker = _np(tr["is_buyer_maker"]).astype(bool)
-        parts.append(
-            (
-                rec.trades_line.astype(np.int64),
-                MarketEvents(
-                    ts_numpy(tr["ts"]),
-                    np.full(tr.num_rows, TRADE, dtype=np.int8),
-                    np.where(buyer_maker, -1, 1).astype(np.int8),
-                    _np(tr["price"]).astype(np.float64),
-                    _np(tr["qty"]).astype(np.float64),
-                    _np(tr["trade_id"]).astype(np.int64),
-                    np.ones(tr.num_rows, dtype=bool),
-                ),
-            )
-        )
+        parts.append(_trade_part(rec, np.ones(tr.num_rows, dtype=bool)))
     if tops and tp.num_rows:
-        n = tp.num_rows
-        price, qty = np.empty(2 * n), np.empty(2 * n)
-        price[0::2], price[1::2] = _np(tp["bid_price"]), _np(tp["ask_price"])
-        qty[0::2], qty[1::2] = _np(tp["bid_qty"]), _np(tp["ask_qty"])
-        ids = _np(tp["update_id"]).astype(np.float64)
-        uid = np.where(np.isnan(ids), -1, ids).astype(np.int64)
-        parts.append(
-            (
-                np.repeat(rec.tops_line.astype(np.int64), 2),
-                MarketEvents(
-                    np.repeat(ts_numpy(tp["ts"]), 2),
-                    np.full(2 * n, TOP, dtype=np.int8),
-                    np.tile(np.array([1, -1], dtype=np.int8), n),
-                    price,
-                    qty,
-                    np.repeat(uid, 2),
-                    np.tile(np.array([False, True]), n),
-                ),
-            )
-        )
+        parts.append(_top_part(rec, np.ones(tp.num_rows, dtype=bool)))
     if not parts:
         return MarketEvents(
             np.empty(0, dtype=np.int64),
@@ -193,6 +117,58 @@ def continued_events(rec: Recording, *, tops: bool = True) -> MarketEvents:
             np.empty(0, dtype=np.int64),
             np.empty(0, dtype=bool),
         )
+    return _merged(parts)
+
+
+Part = tuple[npt.NDArray[np.int64], MarketEvents]
+
+
+def _trade_part(rec: Recording, keep: npt.NDArray[np.bool_]) -> Part:
+    """The ``keep`` rows of the trades, by line."""
+    tr = rec.trades
+    buyer_maker = _np(tr["is_buyer_maker"]).astype(bool)
+    return (
+        rec.trades_line[keep].astype(np.int64),
+        MarketEvents(
+            ts_numpy(tr["ts"])[keep],
+            np.full(int(keep.sum()), TRADE, dtype=np.int8),
+            np.where(buyer_maker, -1, 1).astype(np.int8)[keep],
+            _np(tr["price"]).astype(np.float64)[keep],
+            _np(tr["qty"]).astype(np.float64)[keep],
+            _np(tr["trade_id"]).astype(np.int64)[keep],
+            np.ones(int(keep.sum()), dtype=bool),
+        ),
+    )
+
+
+def _top_part(rec: Recording, keep: npt.NDArray[np.bool_]) -> Part:
+    """The ``keep`` book tops, two rows each (bid, then ask ending the message), by line."""
+    tp = rec.tops
+    n = int(keep.sum())
+    price = np.empty(2 * n)
+    qty = np.empty(2 * n)
+    price[0::2] = _np(tp["bid_price"])[keep]
+    price[1::2] = _np(tp["ask_price"])[keep]
+    qty[0::2] = _np(tp["bid_qty"])[keep]
+    qty[1::2] = _np(tp["ask_qty"])[keep]
+    ids = _np(tp["update_id"])[keep]
+    uid = np.where(np.isnan(ids.astype(np.float64)), -1, ids).astype(np.int64)
+    return (
+        np.repeat(rec.tops_line[keep].astype(np.int64), 2),
+        MarketEvents(
+            np.repeat(ts_numpy(tp["ts"])[keep], 2),
+            np.full(2 * n, TOP, dtype=np.int8),
+            np.tile(np.array([1, -1], dtype=np.int8), n),
+            price,
+            qty,
+            np.repeat(uid, 2),
+            np.tile(np.array([False, True]), n),
+        ),
+    )
+
+
+def _merged(parts: list[Part]) -> MarketEvents:
+    """The parts in line order; within a line, in part order, then row order."""
     lines = np.concatenate([p[0] for p in parts])
     group = np.concatenate([np.full(len(p[0]), k, dtype=np.int64) for k, p in enumerate(parts)])
     within = np.concatenate([np.arange(len(p[0]), dtype=np.int64) for p in parts])
