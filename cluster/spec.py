@@ -247,6 +247,8 @@ def assemble_run(
         address=run["address"],
         approval=run["approval"],
         chunk_rows=run["chunk_rows"],
+        checkpoint_every=run["checkpoint_every"],
+        max_restarts=run["max_restarts"],
         sizing=spec.sizing,
         risk=spec.limits,
         monitor=spec.monitor,

@@ -545,6 +545,18 @@ SCHEMA: dict[str, dict[str, Key]] = {
             choices=("portfolio", "symbol"),
         ),
         "chunk_rows": Key("int", 16384, "Bars each symbol holds decoded at a time.", minimum=1),
+        "checkpoint_every": Key(
+            "int",
+            64,
+            "Ray: a symbol actor checkpoints after this many calls (0: never).",
+            minimum=0,
+        ),
+        "max_restarts": Key(
+            "int",
+            3,
+            "Ray: times a dead symbol actor is restarted from its checkpoint.",
+            minimum=0,
+        ),
     },
     "live": {
         "market": Key(
