@@ -247,7 +247,7 @@ def assemble_run(
         address=run["address"],
         approval=run["approval"],
         chunk_rows=run["chunk_rows"],
-        checkpoint_every=run["checkpoint_every"],
+        checkpoint_every_ns=run["checkpoint_every"],
         max_restarts=run["max_restarts"],
         sizing=spec.sizing,
         risk=spec.limits,

@@ -366,9 +366,10 @@ class RunConfig:
     is about 60 bytes x chunk_rows, whatever the length of the history).
     ``remote_portfolio``: on the Ray backend, run the portfolio as its own Ray
     actor instead of beside the clock in the driver (same results, slower).
-    ``checkpoint_every``: on the Ray backend, each symbol actor checkpoints its
-    state after that many calls (0: never); an actor process that dies is
-    restarted (at most ``max_restarts`` times per actor), restored from its last
+    ``checkpoint_every_ns``: on the Ray backend, each symbol actor (and a remote
+    portfolio) checkpoints its state at a step boundary at most this often in wall
+    time; an actor process that dies is restarted (at most ``max_restarts`` times
+    per actor; 0: no recovery and no checkpoints), restored from its last
     checkpoint and given the calls since again, so the run ends byte-identical.
     ``sizing``: how a target becomes a quantity (tickray.risk.sizing; its
     ``fraction`` method is ``position_fraction``). ``risk``: the portfolio's
@@ -397,7 +398,7 @@ class RunConfig:
     backend: str = "local"
     address: str | None = None
     remote_portfolio: bool = False
-    checkpoint_every: int = 64
+    checkpoint_every_ns: int = 60_000_000_000
     max_restarts: int = 3
     approval: str = "portfolio"
     chunk_rows: int = 16384
@@ -435,8 +436,8 @@ class RunConfig:
             )
         if self.chunk_rows < 1:
             raise ConfigError("execution.chunk_rows: must be >= 1")
-        if self.checkpoint_every < 0:
-            raise ConfigError("run.checkpoint_every: must be >= 0")
+        if self.checkpoint_every_ns <= 0:
+            raise ConfigError("run.checkpoint_every: must be positive")
         if self.max_restarts < 0:
             raise ConfigError("run.max_restarts: must be >= 0")
         unknown = set(self.execution.symbol_fees) - set(self.symbols)

@@ -238,9 +238,8 @@ class SymbolSim:
         lean = plain and self.fast_path and not self.signals
         self._exits: dict[int, tuple[Signal, float]] = {}  # intent id -> (signal, target qty)
         self._children: set[int] = set()  # exit orders placed for filled entries
-        self._ctx_state = ContextState(
-            spec, lambda: self.position, lambda: self.avg_price, self._working
-        )
+        # bound methods, not lambdas: a checkpoint pickles the whole simulation
+        self._ctx_state = ContextState(spec, self._position_now, self._avg_now, self._working)
         self._ctx = Context(self._ctx_state)
         self._started = False
         self._next_timer = 0
@@ -657,6 +656,12 @@ class SymbolSim:
             v.modify(oid, stop_price=want)
             v.run_actions(ts)
             self._collect([], updates)
+
+    def _position_now(self) -> float:
+        return self.position
+
+    def _avg_now(self) -> float:
+        return self.avg_price
 
     def _working(self) -> bool:
         """Whether an order of the strategy is still on its way: an intent the portfolio
