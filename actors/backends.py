@@ -15,12 +15,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from tickray.actors.portfolio import PortfolioActor
+from tickray.actors.supervise import Supervisor, Watched
 from tickray.actors.symbol import SymbolActor
 from tickray.actors.usercode import main_classes, runtime_env, shipped_modules, uploaded_env
 from tickray.engine.codec import decode_outboxes, encode_inboxes, encode_outboxes
@@ -160,6 +162,10 @@ class RayBackend:
     def call(self, method: str, *args: Any) -> list[Any]:
         return list(self._ray.get([getattr(a, method).remote(*args) for a in self.actors]))
 
+    def pids(self) -> list[int]:
+        """The process id of each symbol actor (where to send a signal, in tests)."""
+        return list(self._ray.get([a.pid.remote() for a in self.actors]))
+
     def cpus(self) -> int:
         """The CPUs of the alive nodes of the Ray cluster (joined or started here): the
         symbols spread over the cluster, not over the driver's machine."""
@@ -205,44 +211,84 @@ class RayBackend:
         mods = self._mods
         if mods != config.strategy.modules:
             config = replace(config, strategy=replace(config.strategy, modules=mods))
-        extra = self._extra
         nodes = sorted(
             n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU")
         )
         if not nodes:
             raise RuntimeError("the Ray cluster has no alive node with CPUs")
+        # a live session's streams cannot be sent again: it runs without recovery
+        self.supervisor = Supervisor(
+            ray, config.checkpoint_every_ns, config.max_restarts, enabled=config.live is None
+        )
+        restarts = config.max_restarts if self.supervisor.enabled else 0
 
-        def on(i: int) -> NodeAffinitySchedulingStrategy:
-            return NodeAffinitySchedulingStrategy(node_id=nodes[i % len(nodes)], soft=False)
+        def on(i: int, soft: bool = False) -> NodeAffinitySchedulingStrategy:
+            return NodeAffinitySchedulingStrategy(node_id=nodes[i % len(nodes)], soft=soft)
+
+        def alive(i: int) -> Any:
+            """Where a replacement goes: the first alive node with CPUs from actor ``i``'s
+            (the original placement when it is still alive)."""
+            now = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+            for k in range(len(nodes)):
+                if nodes[(i + k) % len(nodes)] in now:
+                    return on(i + k)
+            return on(i, soft=True)
 
         # Zero CPU reservations: placement is explicit, and the number of symbol
         # actors is already chosen from the CPU count.
         classes = main_classes(config) or None
+        opts: dict[str, Any] = {"max_restarts": restarts, "max_task_retries": 0, **self._extra}
         sym_cls: Any = ray.remote(num_cpus=0)(self.actor_cls)
         port_cls: Any = ray.remote(num_cpus=0)(PortfolioActor)
-        self.actors: list[Any] = [
-            sym_cls.options(scheduling_strategy=on(i), **extra).remote(
+
+        def symbol_actor(i: int, shard: Sequence[str], where: Any) -> Any:
+            return sym_cls.options(scheduling_strategy=where, **opts).remote(
                 config, list(shard), t0, classes
+            )
+
+        def replacement(i: int, shard: Sequence[str]) -> Any:
+            return symbol_actor(i, shard, alive(i))
+
+        self.watched = [
+            Watched(
+                f"symbol actor {i} ({', '.join(shard)})",
+                symbol_actor(i, shard, on(i)),
+                make=partial(replacement, i, shard),
             )
             for i, shard in enumerate(shards)
         ]
         if self.remote_portfolio:
-            self.portfolio: Any = port_cls.options(scheduling_strategy=on(0), **extra).remote(
-                config
+            self.portfolio_watch: Watched | None = Watched(
+                "portfolio actor",
+                port_cls.options(scheduling_strategy=on(0), **opts).remote(config),
+                make=lambda: port_cls.options(scheduling_strategy=alive(0), **opts).remote(config),
             )
-            ray.get(self.portfolio.summary.remote())
+            ray.get(self.portfolio_watch.handle.summary.remote())
         else:
+            self.portfolio_watch = None
             self.local_portfolio = PortfolioActor(config)
-        ray.get([a.ping.remote() for a in self.actors])
+        ray.get([w.handle.ping.remote() for w in self.watched])
+
+    @property
+    def actors(self) -> list[Any]:
+        """The symbol actors' current handles (a recovered actor's replacement included)."""
+        return [w.handle for w in getattr(self, "watched", [])]
+
+    @property
+    def recoveries(self) -> list[dict[str, Any]]:
+        sup = getattr(self, "supervisor", None)
+        return list(sup.recoveries) if sup is not None else []
 
     def submit(self, calls: Sequence[Call]) -> Pending:
+        sup = self.supervisor
         return [
-            self.actors[a].advance.remote(until, encode_inboxes(inboxes), syms)
+            sup.send(self.watched[a], "advance", until, encode_inboxes(inboxes), syms)
             for a, until, inboxes, syms in calls
         ]
 
     def collect(self, pending: Pending) -> list[Outbox]:
-        return [ob for frame in self._ray.get(pending) for ob in decode_outboxes(frame)]
+        sup = self.supervisor
+        return [ob for seq in pending for ob in decode_outboxes(sup.get(seq))]
 
     def settle(
         self,
@@ -251,33 +297,37 @@ class RayBackend:
         mark_ts: npt.NDArray[np.int64],
         marks: npt.NDArray[np.float64],
     ) -> SettleResult:
-        if not self.remote_portfolio:
+        if self.portfolio_watch is None:
             return self.local_portfolio.portfolio.settle(t, outboxes, mark_ts, marks)
-        ref = self.portfolio.settle.remote(t, encode_outboxes(outboxes), mark_ts, marks)
-        res: SettleResult = self._ray.get(ref)
+        sup = self.supervisor
+        seq = sup.send(self.portfolio_watch, "settle", t, encode_outboxes(outboxes), mark_ts, marks)
+        res: SettleResult = sup.get(seq)
         return res
 
     def finish(self, t: int, inboxes: Sequence[list[Inbox]], reason: str) -> list[Outbox]:
-        refs = [
-            a.finish.remote(t, encode_inboxes(boxes), reason)
-            for a, boxes in zip(self.actors, inboxes, strict=True)
+        sup = self.supervisor
+        seqs = [
+            sup.send(w, "finish", t, encode_inboxes(boxes), reason)
+            for w, boxes in zip(self.watched, inboxes, strict=True)
         ]
-        return [ob for frame in self._ray.get(refs) for ob in decode_outboxes(frame)]
+        return [ob for seq in seqs for ob in decode_outboxes(sup.get(seq))]
 
     def summary(self) -> dict[str, Any]:
-        if not self.remote_portfolio:
+        if self.portfolio_watch is None:
             return self.local_portfolio.summary()
-        out: dict[str, Any] = self._ray.get(self.portfolio.summary.remote())
+        sup = self.supervisor
+        out: dict[str, Any] = sup.get(sup.send(self.portfolio_watch, "summary"))
         return out
 
     def close(self) -> None:
         ray = getattr(self, "_ray", None)
         if ray is None:
             return
-        for a in [*getattr(self, "actors", []), getattr(self, "portfolio", None)]:
+        port = getattr(self, "portfolio_watch", None)
+        for a in [*self.actors, port.handle if port is not None else None]:
             if a is not None:
                 ray.kill(a)
-        self.actors = []
+        self.watched = []
         if self._started_ray:
             ray.shutdown()
             self._started_ray = False

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pickle
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,18 @@ class PortfolioActor:
     ) -> SettleResult:
         """The wire form: the symbols' outboxes arrive as one msgpack frame."""
         return self.portfolio.settle(t, decode_outboxes(outboxes), mark_ts, marks)
+
+    def checkpoint(self) -> bytes:
+        """The portfolio (with its risk monitor) at this settlement, pickled."""
+        return pickle.dumps(self.portfolio, protocol=5)
+
+    def restore(self, state: bytes | None) -> bool:
+        if state is not None:
+            self.portfolio = pickle.loads(state)
+        return True
+
+    def pid(self) -> int:
+        return os.getpid()
 
     def summary(self) -> dict[str, Any]:
         p = self.portfolio

@@ -8,6 +8,8 @@ fills, marks) back.
 
 from __future__ import annotations
 
+import os
+import pickle
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -174,6 +176,28 @@ class SymbolActor:
         return encode_outboxes(self.close_out(t, decode_inboxes(inbox), reason))
 
     def ping(self) -> bool:
+        return True
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    # Recovery (tickray.actors.supervise): the state at a step boundary, and back.
+    def checkpoint(self) -> bytes | None:
+        """Every simulation of this actor as it stands, pickled (a bar cursor by where it
+        stands, not by its open file). None for an order-book replay: its events are the
+        whole recording in memory, so it recovers by replaying its calls from the start."""
+        if any(isinstance(sim, L2SymbolSim) for sim in self.sims.values()):
+            return None
+        # cloudpickle: a strategy class defined in a notebook (__main__) goes by value
+        from ray import cloudpickle
+
+        state: bytes = cloudpickle.dumps(self.sims, protocol=5)
+        return state
+
+    def restore(self, state: bytes | None) -> bool:
+        """Continue from ``state`` (None: from the state the constructor gave)."""
+        if state is not None:
+            self.sims = pickle.loads(state)
         return True
 
 

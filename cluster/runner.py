@@ -533,6 +533,8 @@ def run_info(config: RunConfig, clock: Clock | LiveClock) -> dict[str, Any]:
         "sync": format_duration(config.sync_ns),
         "interval": format_duration(config.interval_ns),
         "actors": [list(s) for s in clock.shards],
+        # actor processes that died and were restored (tickray.actors.supervise)
+        "recoveries": list(getattr(clock.backend, "recoveries", [])),
     }
 
 

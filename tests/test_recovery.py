@@ -1,0 +1,315 @@
+"""Fault tolerance: actor checkpoints at step boundaries, and a replay whose actor process
+is killed mid-run restores and ends byte-identical to an undisturbed run."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import SMALL_END, SMALL_START, SMALL_SYMBOLS, results_digest
+
+from tickray.actors.backends import LocalBackend
+from tickray.actors.clock import Clock
+from tickray.actors.portfolio import PortfolioActor
+from tickray.actors.progress import NullProgress
+from tickray.actors.supervise import ActorLost
+from tickray.actors.symbol import SymbolActor
+from tickray.cluster.runner import recorder_for, run_backtest
+from tickray.engine.clock import HOUR, MINUTE
+from tickray.engine.config import (
+    AccountConfig,
+    ExecutionConfig,
+    PerpConfig,
+    RunConfig,
+    StrategyConfig,
+)
+from tickray.engine.events import Outbox
+
+MID = SMALL_START + (SMALL_END - SMALL_START) // 2
+
+
+def _config(root: Path, **kw: Any) -> RunConfig:
+    base: dict[str, Any] = dict(
+        data_root=str(root),
+        interval_ns=MINUTE,
+        symbols=SMALL_SYMBOLS,
+        start_ns=SMALL_START,
+        end_ns=SMALL_END,
+        strategy=StrategyConfig("sma_cross", {"fast": 5, "slow": 20}),
+        account=AccountConfig(initial_cash=50_000.0, allow_short=True),
+        chunk_rows=700,  # several chunks per symbol: a checkpoint falls inside one
+    )
+    base.update(kw)
+    return RunConfig(**base)
+
+
+def _drive(actor: SymbolActor, start: int, end: int, step: int) -> list[bytes]:
+    """Advance every symbol of ``actor`` boundary by boundary; each outbox pickled."""
+    out = []
+    for until in range(start + step, end + 1, step):
+        boxes: list[Outbox] = actor.step(until, [], list(SMALL_SYMBOLS))
+        out.extend(pickle.dumps(b) for b in boxes)
+    return out
+
+
+STRATEGIES = [
+    ("sma_cross", {"fast": 5, "slow": 20}),
+    ("enhanced_momentum_close", {}),
+    ("regime", {}),
+    ("breakout", {}),
+    ("enhanced_momentum", {"threshold": 0.002}),  # an event strategy (orders of every type)
+    ("breakout_trail", {"window": 10, "trend": 20}),  # stops and targets at the venue
+]
+
+
+@pytest.mark.parametrize(("name", "params"), STRATEGIES)
+def test_a_symbol_actor_restored_from_a_checkpoint_continues_identically(
+    small_universe: Path, name: str, params: dict[str, Any]
+) -> None:
+    """Checkpoint mid-run, restore into a new actor (as a restarted process would),
+    continue: every later outbox equals the undisturbed actor's."""
+    cfg = _config(
+        small_universe,
+        strategy=StrategyConfig(name, params),
+        approval="symbol",
+        sync_ns=HOUR,
+        execution=ExecutionConfig(spread_bps=2.0, participation=0.05),
+    )
+    whole = SymbolActor(cfg, SMALL_SYMBOLS, SMALL_START)
+    want = _drive(whole, SMALL_START, SMALL_END, HOUR)
+
+    first = SymbolActor(cfg, SMALL_SYMBOLS, SMALL_START)
+    head = _drive(first, SMALL_START, MID, HOUR)
+    state = first.checkpoint()
+    assert state is not None
+    _drive(first, MID, MID + 5 * HOUR, HOUR)  # the dead process got further: lost work
+
+    second = SymbolActor(cfg, SMALL_SYMBOLS, SMALL_START)
+    assert second.restore(state)
+    tail = _drive(second, MID, SMALL_END, HOUR)
+    assert head + tail == want
+    fills = sum(pickle.loads(b).fills.size for b in want)
+    assert fills > 0  # the strategy really trades on both sides of the checkpoint
+
+
+class _SwappingBackend(LocalBackend):
+    """In-process, but every ``every``-th call an actor is replaced by a new one restored
+    from its checkpoint (the portfolio too, at every ``every``-th settlement): what a
+    restart does, at many boundaries of one run."""
+
+    def __init__(self, every: int) -> None:
+        super().__init__()
+        self.every = every
+        self.swaps = 0
+        self._calls = 0
+        self._settles = 0
+
+    def start(self, config: RunConfig, shards: Any, t0: int) -> None:
+        super().start(config, shards, t0)
+        self._args = (config, shards, t0)
+
+    def collect(self, pending: Any) -> list[Outbox]:
+        config, shards, t0 = self._args
+        for a, _until, _boxes, _syms in pending:
+            self._calls += 1
+            if self._calls % self.every == 0:
+                fresh = SymbolActor(config, shards[a], t0)
+                fresh.restore(self.actors[a].checkpoint())
+                self.actors[a] = fresh
+                self.swaps += 1
+        return super().collect(pending)
+
+    def settle(self, t: int, outboxes: list[Outbox], mark_ts: Any, marks: Any) -> Any:
+        self._settles += 1
+        if self._settles % self.every == 0:
+            fresh = PortfolioActor(self._args[0])
+            fresh.restore(self.portfolio.checkpoint())
+            self.portfolio = fresh
+            self.swaps += 1
+        return super().settle(t, outboxes, mark_ts, marks)
+
+
+@pytest.mark.parametrize(
+    "perp",
+    [
+        None,
+        {"leverage": 3.0, "funding": "none", "marks": "last"},
+        {"leverage": 5.0, "funding": "none", "marks": "last", "margin_mode": "isolated"},
+        {"leverage": 2.0, "funding": "none", "marks": "last", "position_mode": "hedge"},
+    ],
+    ids=["spot", "perp-cross", "perp-isolated", "perp-hedge"],
+)
+def test_restoring_actors_at_many_boundaries_changes_no_result(
+    small_universe: Path, tmp_path: Path, perp: dict[str, Any] | None
+) -> None:
+    """Portfolio approval: intents, decisions and settlements cross every swap."""
+    strategy = (
+        StrategyConfig("hedged_trend", {"slow": 30, "window": 10, "threshold": 0.002})
+        if perp and perp.get("position_mode") == "hedge"
+        else StrategyConfig("sma_cross", {"fast": 5, "slow": 20})
+    )
+    cfg = _config(
+        small_universe,
+        strategy=strategy,
+        perp=PerpConfig(**perp) if perp else None,
+        symbols_per_actor=2,
+    )
+    plain = run_backtest(cfg, tmp_path / "plain")
+    swapping = _SwappingBackend(every=7)
+    recorder = recorder_for(cfg, tmp_path / "swapped")
+    Clock(cfg, swapping, recorder).run()
+    recorder.close_files()
+    assert swapping.swaps > 20
+    assert plain.metrics["portfolio"]["trades"] > 10
+    for name in ("fills", "orders", "equity", "positions", "marks"):
+        want = pq.read_table(plain.out / f"{name}.parquet")
+        got = pq.read_table(recorder.partial / f"{name}.parquet")
+        assert got.equals(want), name
+
+
+def test_a_portfolio_restored_from_a_checkpoint_has_the_same_books(small_universe: Path) -> None:
+    cfg = _config(small_universe)
+    a = PortfolioActor(cfg)
+    a.portfolio.cash -= 123.0  # any state
+    b = PortfolioActor(cfg)
+    b.restore(a.checkpoint())
+    assert b.summary() == a.summary()
+    assert b.portfolio is not a.portfolio
+
+
+class _KillOnce(NullProgress):
+    """Sends SIGKILL to one actor's process the first time the clock settles past ``at``
+    (from the driver, between two rounds, while other calls may be in flight)."""
+
+    def __init__(self, at: int, target: str = "symbol", actor: int = 0) -> None:
+        super().__init__()
+        self.kill_at = at
+        self.target = target
+        self.actor = actor
+        self.sim_clock: Clock | None = None
+        self.killed: int | None = None
+
+    def at(self, t: int, *, force: bool = False) -> None:
+        if self.killed is None and t >= self.kill_at and self.sim_clock is not None:
+            backend: Any = self.sim_clock.backend
+            if self.target == "symbol":
+                pid = backend.pids()[self.actor]
+            else:
+                ray = backend._ray
+                pid = ray.get(backend.portfolio_watch.handle.pid.remote())
+            os.kill(pid, signal.SIGKILL)
+            self.killed = pid
+
+
+def _run_killing(cfg: RunConfig, out: Path, kill: _KillOnce) -> Any:
+    def hook(clock: Clock) -> None:
+        kill.sim_clock = clock
+
+    return run_backtest(cfg, out, progress=kill, on_clock=hook)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("approval", ["portfolio", "symbol"])
+def test_a_killed_symbol_actor_is_restored_and_the_results_are_byte_identical(
+    ray_session: Any, small_universe: Path, tmp_path: Path, approval: str
+) -> None:
+    cfg = _config(small_universe, approval=approval, sync_ns=HOUR if approval == "symbol" else 0)
+    local = run_backtest(cfg, tmp_path / "local")
+    ray_cfg = _config(
+        small_universe,
+        approval=approval,
+        sync_ns=HOUR if approval == "symbol" else 0,
+        backend="ray",
+        symbols_per_actor=1,
+        checkpoint_every_ns=1,  # a checkpoint after every call
+    )
+    kill = _KillOnce(MID, actor=1)
+    res = _run_killing(ray_cfg, tmp_path / "ray", kill)
+    assert kill.killed is not None
+    assert results_digest(res.out) == results_digest(local.out)
+    assert local.metrics["portfolio"]["trades"] > 10
+    info = json.loads((res.out / "run.json").read_text())
+    (rec,) = info["recoveries"]
+    assert rec["actor"] == "symbol actor 1 (BBBUSDT)"
+    assert rec["restored_from"] == "checkpoint"
+    assert rec["checkpoints_before"] >= 1
+    assert rec["restart"] == 1
+    assert not rec["new_actor"]
+    assert "Error" in rec["error"]
+    # an undisturbed Ray run logs none
+    calm = run_backtest(ray_cfg, tmp_path / "calm")
+    assert json.loads((calm.out / "run.json").read_text())["recoveries"] == []
+
+
+@pytest.mark.ray
+def test_without_checkpoints_a_killed_actor_replays_from_the_start(
+    ray_session: Any, small_universe: Path, tmp_path: Path
+) -> None:
+    """A checkpoint every hour of wall time: none is taken in this run, so the
+    restarted actor starts from its constructor's state and gets every call again."""
+    local = run_backtest(_config(small_universe), tmp_path / "local")
+    cfg = _config(small_universe, backend="ray", checkpoint_every_ns=3600 * 10**9)
+    kill = _KillOnce(MID, actor=0)
+    res = _run_killing(cfg, tmp_path / "ray", kill)
+    assert results_digest(res.out) == results_digest(local.out)
+    (rec,) = json.loads((res.out / "run.json").read_text())["recoveries"]
+    assert rec["restored_from"] == "start"
+    assert rec["checkpoints_before"] == 0
+    assert rec["calls_replayed"] > 10
+
+
+@pytest.mark.ray
+def test_a_killed_remote_portfolio_is_restored(
+    ray_session: Any, small_universe: Path, tmp_path: Path
+) -> None:
+    local = run_backtest(_config(small_universe), tmp_path / "local")
+    cfg = _config(small_universe, backend="ray", remote_portfolio=True, checkpoint_every_ns=1)
+    kill = _KillOnce(MID, target="portfolio")
+    res = _run_killing(cfg, tmp_path / "ray", kill)
+    assert kill.killed is not None
+    assert results_digest(res.out) == results_digest(local.out)
+    (rec,) = json.loads((res.out / "run.json").read_text())["recoveries"]
+    assert rec["actor"] == "portfolio actor"
+    assert rec["restored_from"] == "checkpoint"
+
+
+@pytest.mark.ray
+def test_with_recovery_off_a_killed_actor_fails_the_run_and_keeps_what_settled(
+    ray_session: Any, small_universe: Path, tmp_path: Path
+) -> None:
+    cfg = _config(small_universe, backend="ray", max_restarts=0)
+    kill = _KillOnce(MID, actor=0)
+    with pytest.raises(Exception) as err:
+        _run_killing(cfg, tmp_path / "ray", kill)
+    assert "Actor" in type(err.value).__name__ or "actor" in str(err.value).lower()
+    partial = tmp_path / "ray.partial"
+    assert (partial / "error.txt").is_file()
+    assert (partial / "equity.parquet").is_file() or any(partial.iterdir())
+
+
+@pytest.mark.ray
+def test_an_actor_that_keeps_dying_gives_up_after_max_restarts(
+    ray_session: Any, small_universe: Path, tmp_path: Path
+) -> None:
+    class KillAlways(_KillOnce):
+        """Kills actor 0 again as soon as it is back (after each recovery)."""
+
+        kills = 0
+
+        def at(self, t: int, *, force: bool = False) -> None:
+            if t < self.kill_at or self.sim_clock is None:
+                return
+            backend: Any = self.sim_clock.backend
+            if len(backend.recoveries) == self.kills:
+                os.kill(backend.pids()[0], signal.SIGKILL)
+                self.kills += 1
+
+    cfg = _config(small_universe, backend="ray", max_restarts=2, checkpoint_every_ns=1)
+    with pytest.raises(ActorLost, match=r"symbol actor 0 .* died 3 times \(run.max_restarts = 2\)"):
+        _run_killing(cfg, tmp_path / "ray", KillAlways(MID))
