@@ -246,14 +246,20 @@ class RayBackend:
                 config, list(shard), t0, classes
             )
 
-        def replacement(i: int, shard: Sequence[str]) -> Any:
-            return symbol_actor(i, shard, alive(i))
+        def replacement(i: int, shard: Sequence[str]) -> tuple[Any, str]:
+            where = alive(i)
+            return symbol_actor(i, shard, where), where.node_id
+
+        def portfolio_replacement() -> tuple[Any, str]:
+            where = alive(0)
+            return port_cls.options(scheduling_strategy=where, **opts).remote(config), where.node_id
 
         self.watched = [
             Watched(
                 f"symbol actor {i} ({', '.join(shard)})",
                 symbol_actor(i, shard, on(i)),
                 make=partial(replacement, i, shard),
+                node=on(i).node_id,
             )
             for i, shard in enumerate(shards)
         ]
@@ -261,7 +267,8 @@ class RayBackend:
             self.portfolio_watch: Watched | None = Watched(
                 "portfolio actor",
                 port_cls.options(scheduling_strategy=on(0), **opts).remote(config),
-                make=lambda: port_cls.options(scheduling_strategy=alive(0), **opts).remote(config),
+                make=portfolio_replacement,
+                node=on(0).node_id,
             )
             ray.get(self.portfolio_watch.handle.summary.remote())
         else:
@@ -273,6 +280,11 @@ class RayBackend:
     def actors(self) -> list[Any]:
         """The symbol actors' current handles (a recovered actor's replacement included)."""
         return [w.handle for w in getattr(self, "watched", [])]
+
+    @property
+    def placement(self) -> list[str]:
+        """The node id of each symbol actor (where it runs now, after any replacement)."""
+        return [w.node for w in getattr(self, "watched", [])]
 
     @property
     def recoveries(self) -> list[dict[str, Any]]:

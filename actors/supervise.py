@@ -54,8 +54,11 @@ class Watched:
 
     name: str
     handle: Any
-    make: Callable[[], Any]
-    """Start a replacement actor (on any alive node) when Ray cannot restart this one."""
+    make: Callable[[], tuple[Any, str]]
+    """Start a replacement actor (on an alive node) when Ray cannot restart this one; its
+    handle and node."""
+    node: str = ""
+    """The id of the node it is placed on."""
     state: bytes | None = None
     """The last checkpoint (None: the state its constructor gives)."""
     log: list[tuple[int, str, tuple[Any, ...]]] = field(default_factory=list)
@@ -153,7 +156,7 @@ class Supervisor:
             except self._lost:
                 break
         self._ray.kill(w.handle)
-        w.handle = w.make()
+        w.handle, w.node = w.make()
         self._ray.get(w.handle.restore.remote(w.state))
         return True
 
@@ -183,6 +186,7 @@ class Supervisor:
             "calls_replayed": len(w.log) - waiting,
             "calls_resent": waiting,
             "new_actor": replaced,
+            "node": w.node,
             "restart": w.restarts,
             "seconds": round(time.perf_counter() - began, 3),
         }

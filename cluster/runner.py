@@ -533,6 +533,8 @@ def run_info(config: RunConfig, clock: Clock | LiveClock) -> dict[str, Any]:
         "sync": format_duration(config.sync_ns),
         "interval": format_duration(config.interval_ns),
         "actors": [list(s) for s in clock.shards],
+        # the node of each symbol actor (Ray; after any replacement)
+        "placement": list(getattr(clock.backend, "placement", [])),
         # actor processes that died and were restored (tickray.actors.supervise)
         "recoveries": list(getattr(clock.backend, "recoveries", [])),
     }

@@ -313,3 +313,122 @@ def test_an_actor_that_keeps_dying_gives_up_after_max_restarts(
     cfg = _config(small_universe, backend="ray", max_restarts=2, checkpoint_every_ns=1)
     with pytest.raises(ActorLost, match=r"symbol actor 0 .* died 3 times \(run.max_restarts = 2\)"):
         _run_killing(cfg, tmp_path / "ray", KillAlways(MID))
+
+
+THREE_NODES = """
+import json, os, signal, sys
+from dataclasses import replace
+from pathlib import Path
+import ray
+from ray.cluster_utils import Cluster
+from tickray.actors.progress import NullProgress
+from tickray.cluster.runner import run_backtest
+from tickray.engine.config import AccountConfig, RunConfig, StrategyConfig
+
+args = json.loads(sys.argv[1])
+out = Path(args["out"])
+cluster = Cluster(initialize_head=True, head_node_args={
+    "num_cpus": 1, "include_dashboard": False, "object_store_memory": 80 * 2**20})
+workers = [cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20) for _ in range(2)]
+cluster.wait_for_nodes()
+ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False,
+         configure_logging=False)
+config = RunConfig(
+    data_root=args["root"], interval_ns=60 * 10**9, symbols=tuple(args["symbols"]),
+    start_ns=args["start"], end_ns=args["end"],
+    strategy=StrategyConfig("sma_cross", {"fast": 5, "slow": 20}),
+    account=AccountConfig(initial_cash=50_000.0, allow_short=True), chunk_rows=700,
+    backend="ray", symbols_per_actor=1, checkpoint_every_ns=1)
+
+
+class Fault(NullProgress):
+    def __init__(self, kind):
+        super().__init__()
+        self.kind, self.done, self.sim = kind, False, None
+
+    def at(self, t, *, force=False):
+        if self.done or t < args["mid"] or self.sim is None:
+            return
+        self.done = True
+        backend = self.sim.backend
+        if self.kind == "kill":  # SIGKILL the process of the actor on a worker node
+            os.kill(backend.pids()[1], signal.SIGKILL)
+        else:  # a whole worker node is lost, with the actor placed on it
+            node = backend.placement[2]
+            victim = next(w for w in workers if w.node_id == node)
+            cluster.remove_node(victim, allow_graceful=False)
+
+
+def hook(fault):
+    def put(clock):
+        fault.sim = clock
+    return put
+
+
+report = {"nodes": sorted(n["NodeID"] for n in ray.nodes() if n["Alive"]),
+          "head": cluster.head_node.node_id,
+          "workers": [w.node_id for w in workers]}
+try:
+    calm = run_backtest(config, out / "calm")
+    report["calm"] = json.loads((calm.out / "run.json").read_text())
+    for kind in ("kill", "node"):
+        fault = Fault(kind)
+        res = run_backtest(config, out / kind, progress=fault, on_clock=hook(fault))
+        report[kind] = json.loads((res.out / "run.json").read_text())
+    print(json.dumps(report))
+finally:
+    ray.shutdown()
+    cluster.shutdown()
+"""
+
+
+@pytest.mark.ray
+def test_three_node_replay_is_byte_identical_even_when_an_actor_or_a_node_dies(
+    small_universe: Path, tmp_path: Path
+) -> None:
+    """A 3-node Ray cluster on this machine (ray.cluster_utils.Cluster, in a child process
+    since this one holds the suite's Ray): one symbol actor per node. An undisturbed
+    replay, one whose actor process on a worker node is SIGKILLed, and one whose worker
+    node is removed mid-run all equal the in-process run byte for byte."""
+    import subprocess
+    import sys
+
+    local = run_backtest(_config(small_universe), tmp_path / "local")
+    script = tmp_path / "three_nodes.py"
+    script.write_text(THREE_NODES)
+    args = {
+        "out": str(tmp_path),
+        "root": str(small_universe),
+        "symbols": list(SMALL_SYMBOLS),
+        "start": SMALL_START,
+        "end": SMALL_END,
+        "mid": MID,
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    done = subprocess.run(
+        [sys.executable, str(script), json.dumps(args)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    want = results_digest(local.out)
+    assert local.metrics["portfolio"]["trades"] > 10
+    # one actor per node, each on a different node of the three
+    calm = report["calm"]
+    assert calm["actors"] == [[s] for s in SMALL_SYMBOLS]
+    assert sorted(calm["placement"]) == sorted(report["nodes"])
+    assert calm["recoveries"] == []
+    for kind in ("calm", "kill", "node"):
+        assert results_digest(tmp_path / kind) == want, kind
+    (killed,) = report["kill"]["recoveries"]
+    assert killed["actor"] == "symbol actor 1 (BBBUSDT)"
+    assert killed["restored_from"] == "checkpoint" and not killed["new_actor"]
+    (moved,) = report["node"]["recoveries"]
+    assert moved["actor"] == "symbol actor 2 (CCCUSDT)"
+    assert moved["new_actor"]
+    lost = report["node"]["placement"][2]
+    assert moved["node"] == lost != report["calm"]["placement"][2]
