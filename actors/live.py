@@ -55,7 +55,14 @@ from tickray.feeds.rest import BinanceRest
 from tickray.feeds.ws import BinanceWs, Kline, Market, Subscription, stream_kind
 from tickray.feeds.wsrecord import WsRecorder
 
-__all__ = ["LiveBars", "LiveClock", "LiveSymbolActor", "STOP_REASON"]
+__all__ = [
+    "LiveBars",
+    "LiveClock",
+    "LiveSymbolActor",
+    "STOP_REASON",
+    "latency_quantiles",
+    "status_line",
+]
 
 STOP_REASON = "end of paper session"
 F64 = npt.NDArray[np.float64]
@@ -381,6 +388,9 @@ class LiveClock:
 
     ``now`` (ns) and ``sleep`` (s) are the wall clock, injectable for tests. The session
     starts at ``t0`` (a step boundary) and ends at ``t_end`` (or at a stop request).
+    ``on_status`` receives :meth:`status` about once a wall-clock second while the
+    session runs (between steps too), for a service to show; ``progress`` shows the
+    same numbers as a status line.
     """
 
     def __init__(
@@ -393,6 +403,7 @@ class LiveClock:
         progress: Progress | None = None,
         now: Callable[[], int] = time.time_ns,
         sleep: Callable[[float], None] = time.sleep,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -412,10 +423,15 @@ class LiveClock:
         # wall time when a step's results came back - the (receive) time of each order
         # decided in it: the path from a message's receipt to a paper order decision
         self.decision_lag_ns: list[int] = []
+        self.on_status = on_status
         self._status: list[dict[str, Any]] = []
         self._status_at = 0
         self._began = now()
-        self._last_positions: dict[str, float] = {}
+        self._last_positions: dict[str, float] = {s: 0.0 for s in config.symbols}
+        self._equity = float("nan")
+        self._shown: dict[str, Any] | None = None  # the last status shown
+        self._rate = (self._began, 0)  # (wall ns, messages) at the previous status
+        self._msg_rate = 0.0
 
     def request_stop(self, why: str = "interrupted") -> None:
         self.stop_requested = why
@@ -425,6 +441,7 @@ class LiveClock:
             left = t - self.now()
             if left <= 0:
                 return
+            self._report()
             self.sleep(min(left / 1e9, 0.2))
 
     def _wait_for_bars(self, t: int, deadline: int) -> None:
@@ -435,6 +452,7 @@ class LiveClock:
             if self.now() >= deadline:
                 self.late_bars += len(missing)
                 return
+            self._report()
             self.sleep(0.01)
 
     def run(self) -> dict[str, Any]:
@@ -472,7 +490,9 @@ class LiveClock:
             self.recorder.record(res)
             inboxes = {b.symbol: b for b in res.inboxes}
             t = self.reached = target
-            self._show(res, t)
+            if len(res.equity):
+                self._equity = float(res.equity[-1])
+            self._report(step=True)
             if flatten_at is not None or (self.t_end is not None and t >= self.t_end):
                 break
         last = [[inboxes[s] for s in sh if s in inboxes] for sh in self.shards]
@@ -481,34 +501,92 @@ class LiveClock:
         self.recorder.record_orders([], concat_updates(closing))
         return self.backend.summary()
 
-    def _show(self, res: SettleResult, t: int) -> None:
-        """The status line: simulated time, equity, positions, message rate, bar latency,
-        resyncs, reconnects and late bars (the feeds' counters read at most once a second)."""
-        if self.progress is None:
+    def _report(self, *, step: bool = False) -> None:
+        """Refresh the status (the feeds' counters read, and the latency quantiles
+        computed, at most once a second) and show it: the status line (after each
+        ``step`` too, with its time, equity and positions), and :attr:`on_status`."""
+        if self.progress is None and self.on_status is None:
             return
         now = self.now()
-        if now - self._status_at >= 1_000_000_000 or not self._status:
-            self._status = self.backend.call("live_status")
-            self._status_at = now
+        fresh = self._shown is None or now - self._status_at >= 1_000_000_000
+        if fresh:
+            self._refresh(self.backend.call("live_status"), now)
+            self._shown = self.status(now)
+            if self.on_status is not None:
+                self.on_status(self._shown)
+        elif step and self._shown is not None:
+            self._shown |= self._step_fields()
+        else:
+            return
+        if self.progress is not None and self._shown is not None:
+            self.progress.status(status_line(self._shown), self._shown["progress"] or 0.0)
+
+    def _step_fields(self) -> dict[str, Any]:
+        """The part of :meth:`status` that changes with each step (cheap to read)."""
+        equity = self._equity
+        ok = bool(np.isfinite(equity))
+        span = (self.t_end - self.t0) if self.t_end else 0
+        return {
+            "reached": iso(self.reached),
+            "steps": self.stats.settles,
+            "equity": equity if ok else None,
+            "pnl": equity - self.config.account.initial_cash if ok else None,
+            "positions": dict(sorted(self._last_positions.items())),
+            "late_bars": self.late_bars,
+            "progress": min(1.0, (self.reached - self.t0) / span) if span > 0 else None,
+        }
+
+    def _refresh(self, feeds: list[dict[str, Any]], now: int) -> None:
+        """New counters of the feeds; the message rate since the previous ones."""
+        self._status, self._status_at = feeds, now
+        msgs = sum(int(s["ws"].get("messages", 0)) for s in feeds)
+        then, before = self._rate
+        if now > then:
+            self._msg_rate = (msgs - before) * 1e9 / (now - then)
+        self._rate = (now, msgs)
+
+    def status(self, now: int | None = None, stopped: str = "") -> dict[str, Any]:
+        """The session as it stands, JSON-ready: simulated time ``reached`` (ISO-8601 UTC),
+        ``steps``, ``equity`` and ``pnl`` (equity minus the account's initial cash, in the
+        account's currency) at the last step, ``positions`` (symbol -> quantity),
+        websocket ``messages``, ``message_rate`` (per second since the previous status),
+        ``reconnects``, ``errors``, book ``resyncs``, ``gaps`` (bars the stream skipped
+        and book sequence gaps), ``late_bars``, ``bar_latency``, ``decision_latency`` and
+        ``step_lag`` (``p50_ms``, ``p99_ms``, ``max_ms``), ``progress`` (share of the
+        planned duration, None without one), ``updated`` (wall time, ISO-8601 UTC) and
+        ``stopped`` (why it ended; None while it runs). The feeds' counters are those
+        of the last refresh (at most a second old)."""
+        now = self.now() if now is None else now
         st = self._status
         msgs = sum(int(s["ws"].get("messages", 0)) for s in st)
-        wall = max((now - self._began) / 1e9, 1e-9)
-        lat = [x for s in st for x in s["latency_ns"]]
-        resyncs = sum(b.get("resyncs", 0) for s in st for b in s.get("books", {}).values())
-        reconnects = sum(int(s["ws"].get("reconnects", 0)) for s in st)
-        equity = float(res.equity[-1]) if len(res.equity) else float("nan")
-        held = ", ".join(f"{k} {v:g}" for k, v in sorted(self._last_positions.items()) if v)
-        parts = [
-            f"paper {iso(t)[11:19]}",
-            f"equity {equity:,.2f}",
-            f"pos {held or 'flat'}",
-            f"{msgs / wall:,.0f} msg/s",
-        ]
-        if lat:
-            parts.append(f"bar latency p50 {np.percentile(lat, 50) / 1e6:.0f} ms")
-        parts += [f"resyncs {resyncs}", f"reconnects {reconnects}", f"late {self.late_bars}"]
-        frac = (t - self.t0) / (self.t_end - self.t0) if self.t_end else 0.0
-        self.progress.status(" | ".join(parts), frac)
+        books = [b for s in st for b in s.get("books", {}).values()]
+        return self._step_fields() | {
+            "messages": msgs,
+            "message_rate": round(self._msg_rate, 3),
+            "reconnects": sum(int(s["ws"].get("reconnects", 0)) for s in st),
+            "errors": sum(int(s["ws"].get("errors", 0)) for s in st),
+            "resyncs": sum(int(b.get("resyncs", 0)) for b in books),
+            "gaps": sum(int(g) for s in st for g in s["gaps"].values())
+            + sum(int(b.get("gaps", 0)) for b in books),
+            "bar_latency": latency_quantiles([x for s in st for x in s["latency_ns"]]),
+            "decision_latency": latency_quantiles(self.decision_lag_ns),
+            "step_lag": latency_quantiles(self.step_lag_ns),
+            "updated": iso(now // 1_000_000 * 1_000_000),
+            "stopped": stopped or None,
+        }
+
+    def report_final(
+        self, stopped: str, feeds: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """The last status, ``stopped`` saying why the session ended, with the feeds'
+        counters ``feeds`` (the actors' ``live_status``; read now when None); handed
+        to :attr:`on_status` too."""
+        now = self.now()
+        self._refresh(self.backend.call("live_status") if feeds is None else feeds, now)
+        st = self.status(now, stopped=stopped)
+        if self.on_status is not None:
+            self.on_status(st)
+        return st
 
     def _step(self, symbols: list[str], target: int, inboxes: dict[str, Inbox]) -> SettleResult:
         calls: list[Call] = []
@@ -539,6 +617,37 @@ class LiveClock:
 
     def stop_feeds(self) -> None:
         self.backend.call("stop_feed")
+
+
+def latency_quantiles(ns: Sequence[int]) -> dict[str, float | None]:
+    """``p50_ms``, ``p99_ms`` and ``max_ms`` of latencies in ns (None when there are none)."""
+    if not len(ns):
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    a = np.asarray(ns, dtype=np.float64) / 1e6
+    return {
+        "p50_ms": float(np.percentile(a, 50)),
+        "p99_ms": float(np.percentile(a, 99)),
+        "max_ms": float(a.max()),
+    }
+
+
+def status_line(st: Mapping[str, Any]) -> str:
+    """The terminal's status line of a :meth:`LiveClock.status`: simulated time, equity,
+    positions, message rate, bar latency, resyncs, reconnects and late bars."""
+    held = ", ".join(f"{k} {v:g}" for k, v in st["positions"].items() if v)
+    equity = st["equity"] if st["equity"] is not None else float("nan")
+    parts = [
+        f"paper {st['reached'][11:19]}",
+        f"equity {equity:,.2f}",
+        f"pos {held or 'flat'}",
+        f"{st['message_rate']:,.0f} msg/s",
+    ]
+    p50 = st["bar_latency"]["p50_ms"]
+    if p50 is not None:
+        parts.append(f"bar latency p50 {p50:.0f} ms")
+    parts += [f"resyncs {st['resyncs']}", f"reconnects {st['reconnects']}"]
+    parts.append(f"late {st['late_bars']}")
+    return " | ".join(parts)
 
 
 def session_start(now_ns: int, sync_ns: int, interval_ns: int) -> int:

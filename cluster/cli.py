@@ -327,6 +327,27 @@ def build_l2_config(args: argparse.Namespace) -> RunConfig:
         span = recording_span(rec)
         first.append(span[0])
         last.append(span[1])
+    symbols = tuple(sorted(files))
+    return RunConfig(
+        data_root=str(Path(args.files[0]).parent),
+        interval_ns=1,
+        symbols=symbols,
+        start_ns=floor_to(min(first), sync),
+        end_ns=ceil_to(max(last) + 1, sync),
+        account=AccountConfig(initial_cash=args.cash, taker_fee=args.fee, allow_short=True),
+        execution=ExecutionConfig(maker_fee=args.maker_fee),
+        l2=L2Config(files=files, **_l2_strategy(args)),
+        specs=specs,
+        sync_ns=sync,
+        symbols_per_actor=args.symbols_per_actor,
+        backend=args.backend,
+        approval="symbol",
+    )
+
+
+def _l2_strategy(args: argparse.Namespace) -> dict[str, Any]:
+    """The strategy settings of an order-book run (``replay-l2``, ``paper-l2``): the
+    keyword arguments of :class:`~tickray.engine.config.L2Config` but ``files``."""
     latency = None
     if args.latency:
         try:
@@ -341,34 +362,94 @@ def build_l2_config(args: argparse.Namespace) -> RunConfig:
         params = dict(_parse_params(getattr(args, "param", None) or []))
     elif getattr(args, "param", None):
         raise UsageError("--param: the quote strategy takes --size, --offset, --max-position")
-    symbols = tuple(sorted(files))
-    return RunConfig(
-        data_root=str(Path(args.files[0]).parent),
-        interval_ns=1,
-        symbols=symbols,
-        start_ns=floor_to(min(first), sync),
-        end_ns=ceil_to(max(last) + 1, sync),
+    return {
+        "strategy": strategy,
+        "params": params,
+        "bar_ns": duration_ns(args.bar) if getattr(args, "bar", None) else 0,
+        "timer_ns": duration_ns(args.timer) if args.timer else 0,
+        "wake_ticks": args.wake_ticks,
+        "wake_on_fill": args.wake_on_fill,
+        "latency": latency,
+        "queue": args.queue,
+        "tops": not args.no_tops,
+        "seed": args.seed,
+    }
+
+
+def build_paper_l2_config(args: argparse.Namespace) -> RunConfig:
+    """An order-book paper session of ``--symbols`` on live streams; their trading rules
+    from the exchange's exchangeInfo (one request, at start)."""
+    from tickray.cluster.paper import exchange_specs, paper_l2_config
+    from tickray.engine.config import L2Config, LiveConfig
+
+    symbols = _symbols(args.symbols)
+    strategy = _l2_strategy(args)  # checked before the exchange is asked
+    duration = duration_ns(args.duration) if args.duration else 0
+    live = LiveConfig(
+        market=args.market,
+        ws_url=args.ws_url or "",
+        rest_url=args.rest_url or "",
+        duration_s=duration / 1e9,
+        on_stop="keep",
+        record=args.record or "",
+        stall_timeout_s=args.stall_timeout,
+        depth=args.depth,
+    )
+    from tickray.feeds.ws import DEPTH_SPEEDS
+
+    if args.depth not in DEPTH_SPEEDS[args.market]:
+        speeds = ", ".join(DEPTH_SPEEDS[args.market])
+        raise UsageError(f"--depth: {args.market} streams depth at {speeds}, not {args.depth}")
+    l2 = L2Config(files={s: "live" for s in symbols}, **strategy)
+    specs = exchange_specs(args.market, symbols, args.rest_url)
+    return paper_l2_config(
+        symbols,
+        specs,
+        l2,
+        live,
+        sync_ns=duration_ns(args.sync),
         account=AccountConfig(initial_cash=args.cash, taker_fee=args.fee, allow_short=True),
         execution=ExecutionConfig(maker_fee=args.maker_fee),
-        l2=L2Config(
-            files=files,
-            strategy=strategy,
-            params=params,
-            bar_ns=duration_ns(args.bar) if getattr(args, "bar", None) else 0,
-            timer_ns=duration_ns(args.timer) if args.timer else 0,
-            wake_ticks=args.wake_ticks,
-            wake_on_fill=args.wake_on_fill,
-            latency=latency,
-            queue=args.queue,
-            tops=not args.no_tops,
-            seed=args.seed,
-        ),
-        specs=specs,
-        sync_ns=sync,
-        symbols_per_actor=args.symbols_per_actor,
         backend=args.backend,
-        approval="symbol",
+        symbols_per_actor=args.symbols_per_actor,
     )
+
+
+def cmd_paper_l2(args: argparse.Namespace) -> int:
+    """Order-book paper trading: a tick or event strategy on live books until
+    ``--duration`` ends or Ctrl-C / SIGTERM (see tickray.cluster.paper)."""
+    from tickray.cluster.paper import run_paper
+    from tickray.cluster.runner import format_table
+
+    out = Path(args.out) if args.out else default_out()
+    if out.exists():
+        raise UsageError(f"--out: {out} already exists")
+    config = build_paper_l2_config(args)
+    assert config.live is not None and config.l2 is not None
+    rules = ", ".join(
+        f"{s} tick {config.specs[s].tick_size:g} lot {config.specs[s].step_size:g} "
+        f"min notional {config.specs[s].min_notional:g}"
+        for s in config.symbols
+    )
+    print(
+        f"tickray: order-book paper trading on {config.live.market}: {rules}; strategy "
+        f"{config.l2.strategy}, steps of {format_duration(config.sync_ns)} from "
+        f"{iso(config.start_ns)}; Ctrl-C stops (positions kept)",
+        flush=True,
+    )
+    result = run_paper(config, out, address=args.address, progress=False if args.quiet else None)
+    print(format_table(result.metrics))
+    live = json.loads((result.out / "live.json").read_text())
+    lat = live["decision_latency"]
+    resyncs = sum(int(b.get("resyncs", 0)) for b in live["books"].values())
+    gaps = sum(int(b.get("gaps", 0)) for b in live["books"].values())
+    print(
+        f"\n{live['steps']} steps, {live['messages']} messages, {live['reconnects']} "
+        f"reconnects, {resyncs} resyncs, {gaps} gaps; decision latency p50 {lat['p50_ms']} ms "
+        f"p99 {lat['p99_ms']} ms; stopped: {live['stopped']}"
+    )
+    print(f"results: {result.out}  (report: {result.out / 'report.html'})")
+    return 0
 
 
 def cmd_replay_l2(args: argparse.Namespace) -> int:
@@ -470,6 +551,33 @@ def _event_names() -> set[str]:
     from tickray.engine.event_strategies import EVENT_STRATEGIES
 
     return set(EVENT_STRATEGIES)
+
+
+def _add_l2_strategy_args(r: argparse.ArgumentParser) -> None:
+    """The strategy, execution and account flags of ``replay-l2`` and ``paper-l2``."""
+    r.add_argument(
+        "--strategy",
+        default="quote",
+        help="quote (a tick strategy), or an event strategy: "
+        + " | ".join(n for n in strategy_names() if n in _event_names()),
+    )
+    r.add_argument("--param", action="append", metavar="NAME=VALUE", help="strategy parameter")
+    r.add_argument(
+        "--bar", help="bars built from the trades for on_bar, e.g. 1m (event strategies)"
+    )
+    r.add_argument("--size", type=float, default=0.01, help="quote size in base units")
+    r.add_argument("--offset", type=int, default=0, help="ticks behind the best prices")
+    r.add_argument("--max-position", type=float, help="default: 10 x size")
+    r.add_argument("--timer", default="1s", help="requote every ... (0 or '' for never)")
+    r.add_argument("--wake-ticks", type=int, default=0, help="requote when the best moves N ticks")
+    r.add_argument("--wake-on-fill", action="store_true", help="requote after each fill")
+    r.add_argument("--latency", help='JSON, e.g. \'{"submit": "2ms", "market_data": "1ms"}\'')
+    r.add_argument("--queue", choices=("conservative", "probabilistic"), default="conservative")
+    r.add_argument("--no-tops", action="store_true", help="build the book from depth only")
+    r.add_argument("--seed", type=int, default=0, help="seed of sampled latencies")
+    r.add_argument("--cash", type=float, default=100_000.0)
+    r.add_argument("--fee", type=float, default=0.0005, help="taker fee rate")
+    r.add_argument("--maker-fee", type=float, default=0.0002, help="maker fee rate")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -617,35 +725,53 @@ def parser() -> argparse.ArgumentParser:
     )
     r.add_argument("files", nargs="+", help="Binance websocket recordings (.ws.gz), one per symbol")
     r.add_argument("--sync", default="1s", help="step length: marks and equity (default 1s)")
-    r.add_argument(
-        "--strategy",
-        default="quote",
-        help="quote (a tick strategy), or an event strategy: "
-        + " | ".join(n for n in strategy_names() if n in _event_names()),
-    )
-    r.add_argument("--param", action="append", metavar="NAME=VALUE", help="strategy parameter")
-    r.add_argument(
-        "--bar", help="bars built from the trades for on_bar, e.g. 1m (event strategies)"
-    )
-    r.add_argument("--size", type=float, default=0.01, help="quote size in base units")
-    r.add_argument("--offset", type=int, default=0, help="ticks behind the best prices")
-    r.add_argument("--max-position", type=float, help="default: 10 x size")
-    r.add_argument("--timer", default="1s", help="requote every ... (0 or '' for never)")
-    r.add_argument("--wake-ticks", type=int, default=0, help="requote when the best moves N ticks")
-    r.add_argument("--wake-on-fill", action="store_true", help="requote after each fill")
-    r.add_argument("--latency", help='JSON, e.g. \'{"submit": "2ms", "market_data": "1ms"}\'')
-    r.add_argument("--queue", choices=("conservative", "probabilistic"), default="conservative")
-    r.add_argument("--no-tops", action="store_true", help="build the book from depth only")
-    r.add_argument("--seed", type=int, default=0, help="seed of sampled latencies")
-    r.add_argument("--cash", type=float, default=100_000.0)
-    r.add_argument("--fee", type=float, default=0.0005, help="taker fee rate")
-    r.add_argument("--maker-fee", type=float, default=0.0002, help="maker fee rate")
+    _add_l2_strategy_args(r)
     r.add_argument("--backend", choices=("local", "ray"), default="local")
     r.add_argument("--address", help="Ray cluster address to join (ray backend)")
     r.add_argument("--symbols-per-actor", type=int, default=0)
     r.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_replay_l2)
+    pl = sub.add_parser(
+        "paper-l2",
+        help="paper trade a quoting or event strategy on live Binance order books",
+        description="An order-book paper session: depth diffs, trades and book tickers of "
+        "each symbol streamed, books kept in sync, the strategy trading on them with queue "
+        "positions, latency and fees as in replay-l2. Trading rules come from the "
+        "exchange's exchangeInfo at start. Ends after --duration, or at Ctrl-C / SIGTERM; "
+        "positions are kept (see docs/paper.md).",
+    )
+    pl.add_argument(
+        "--symbols", nargs="+", required=True, help="symbols (space or comma separated)"
+    )
+    pl.add_argument("--market", choices=("spot", "usdm"), default="spot", help="default spot")
+    pl.add_argument("--duration", help="session length, e.g. 30m (default: until Ctrl-C)")
+    pl.add_argument("--sync", default="1s", help="step length: marks and equity (default 1s)")
+    pl.add_argument(
+        "--depth",
+        default="100ms",
+        help="depth diff speed (spot 100ms|1000ms, usdm 0ms|100ms|250ms|500ms)",
+    )
+    pl.add_argument(
+        "--record", help="folder for the raw stream messages (an order-book backtest replays it)"
+    )
+    pl.add_argument("--ws-url", help="combined-stream base URL (default: Binance's)")
+    pl.add_argument(
+        "--rest-url", help="REST base URL: exchangeInfo, snapshots (default: Binance's)"
+    )
+    pl.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=30.0,
+        help="seconds without a message before reconnecting (0: never; default 30)",
+    )
+    _add_l2_strategy_args(pl)
+    pl.add_argument("--backend", choices=("local", "ray"), default="local")
+    pl.add_argument("--address", help="Ray cluster address to join (ray backend)")
+    pl.add_argument("--symbols-per-actor", type=int, default=0)
+    pl.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
+    pl.add_argument("--quiet", action="store_true", help="no status line")
+    pl.set_defaults(func=cmd_paper_l2)
     d = sub.add_parser("data", help="data folder tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
     dc = dsub.add_parser("check", help="validate stored bars and print a quality report")

@@ -23,6 +23,17 @@ the run writes ``<id>.partial`` and renames it when complete).
 Progress comes back from the worker a few times a second through a
 :class:`~tickray.actors.progress.Progress` whose display is the worker's pipe, handed
 to ``run_backtest`` as its progress.
+
+**Paper sessions** are jobs of kind ``paper`` (a RunConfig with ``live`` set), run by
+:func:`tickray.cluster.paper.run_paper` in a pool of their own (a session holds its
+worker for as long as it streams). The session starts at the first step boundary after
+its worker takes it; its live status (positions, equity, latency, message rates,
+resyncs) comes back about once a second and is kept in the index's ``live`` column. A
+stop request is :data:`~tickray.cluster.paper.STOP_SIGNAL` (SIGUSR1) to the worker:
+the session stops at its next step boundary, flattens or keeps its positions as its
+spec says, and writes a complete results folder, so a stopped session ends ``done``
+(``cancel_requested`` tells it was asked to). The kill deadline is ``stop_grace`` plus
+one step and the session's grace, the longest a clean stop takes.
 """
 
 from __future__ import annotations
@@ -54,6 +65,7 @@ from tickray.engine.clock import iso
 from tickray.engine.config import RunConfig
 
 __all__ = [
+    "KINDS",
     "RESUMABLE",
     "TERMINAL",
     "Event",
@@ -111,7 +123,13 @@ class Job:
     result: str | None
     cancel_requested: bool
     attempts: int
+    kind: str = "backtest"
+    live: dict[str, Any] | None = None
+    """A paper session's last status (see :meth:`tickray.actors.live.LiveClock.status`)."""
 
+
+KINDS = ("backtest", "paper")
+"""What a job runs: a backtest, or a paper session on live streams."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -127,13 +145,17 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     result TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    kind TEXT NOT NULL DEFAULT 'backtest',
+    live TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, seq);
 """
+# columns added after the first release, with their definitions (older indexes get them)
+_ADDED = {"kind": "TEXT NOT NULL DEFAULT 'backtest'", "live": "TEXT"}
 _COLUMNS = (
     "seq, id, status, spec, created, started, finished, progress, reached, error, result, "
-    "cancel_requested, attempts"
+    "cancel_requested, attempts, kind, live"
 )
 
 
@@ -154,6 +176,10 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, definition in _ADDED.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         with self._lock:
@@ -173,12 +199,16 @@ class JobStore:
         *,
         limit: int = 100,
         before: int | None = None,
+        kind: str | None = None,
     ) -> list[Job]:
         """Jobs newest first (by submission), at most ``limit``, only those with one of
         ``statuses`` (all when empty), only those submitted before the job with sequence
-        number ``before`` (the cursor of the previous page)."""
+        number ``before`` (the cursor of the previous page), only of ``kind`` (if given)."""
         where: list[str] = []
         args: list[object] = []
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
         wanted = [str(s) for s in statuses]
         if wanted:
             where.append(f"status IN ({', '.join('?' * len(wanted))})")
@@ -194,21 +224,26 @@ class JobStore:
             rows = self._db.execute(sql, [*args, limit]).fetchall()
         return [_job(r) for r in rows]
 
-    def with_status(self, status: JobStatus) -> list[Job]:
-        """Every job with ``status``, oldest first."""
+    def with_status(self, status: JobStatus, kind: str | None = None) -> list[Job]:
+        """Every job with ``status`` (of ``kind``, if given), oldest first."""
+        sql = f"SELECT {_COLUMNS} FROM jobs WHERE status = ?"
+        args: list[object] = [str(status)]
+        if kind is not None:
+            sql += " AND kind = ?"
+            args.append(kind)
         with self._lock:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE status = ? ORDER BY seq", (str(status),)
-            ).fetchall()
+            rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
         return [_job(r) for r in rows]
 
     # -- writes ------------------------------------------------------------------------------
-    def add(self, job_id: str, spec: Mapping[str, Any]) -> Job:
-        """A new queued job. IntegrityError when ``job_id`` is taken."""
+    def add(self, job_id: str, spec: Mapping[str, Any], kind: str = "backtest") -> Job:
+        """A new queued job of ``kind``. IntegrityError when ``job_id`` is taken."""
+        if kind not in KINDS:
+            raise ValueError(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
         text = json.dumps(spec, sort_keys=True, allow_nan=False)
         self._write(
-            "INSERT INTO jobs (id, status, spec, created) VALUES (?, ?, ?, ?)",
-            (job_id, str(JobStatus.QUEUED), text, utc_now()),
+            "INSERT INTO jobs (id, status, spec, created, kind) VALUES (?, ?, ?, ?, ?)",
+            (job_id, str(JobStatus.QUEUED), text, utc_now(), kind),
         )
         return self._must(job_id)
 
@@ -216,7 +251,8 @@ class JobStore:
         """The job has left the queue for a worker: ``running``, one more attempt."""
         self._write(
             "UPDATE jobs SET status = ?, started = ?, finished = NULL, progress = 0, "
-            "reached = NULL, error = NULL, result = NULL, attempts = attempts + 1 WHERE id = ?",
+            "reached = NULL, error = NULL, result = NULL, live = NULL, attempts = attempts + 1 "
+            "WHERE id = ?",
             (str(JobStatus.RUNNING), utc_now(), job_id),
         )
         return self._must(job_id)
@@ -224,6 +260,16 @@ class JobStore:
     def set_progress(self, job_id: str, fraction: float, reached: str | None) -> None:
         self._write(
             "UPDATE jobs SET progress = ?, reached = ? WHERE id = ?", (fraction, reached, job_id)
+        )
+
+    def set_live(
+        self, job_id: str, fraction: float, reached: str | None, live: Mapping[str, Any]
+    ) -> None:
+        """A paper session's status: its progress, simulated time and live numbers."""
+        text = json.dumps(live, sort_keys=True, allow_nan=False)
+        self._write(
+            "UPDATE jobs SET progress = ?, reached = ?, live = ? WHERE id = ?",
+            (fraction, reached, text, job_id),
         )
 
     def finish(
@@ -249,15 +295,16 @@ class JobStore:
         """Back to ``queued`` with its run state cleared (a resume restarts the run)."""
         self._write(
             "UPDATE jobs SET status = ?, started = NULL, finished = NULL, progress = 0, "
-            "reached = NULL, error = NULL, result = NULL, cancel_requested = 0 WHERE id = ?",
+            "reached = NULL, error = NULL, result = NULL, live = NULL, cancel_requested = 0 "
+            "WHERE id = ?",
             (str(JobStatus.QUEUED), job_id),
         )
         return self._must(job_id)
 
-    def recover(self) -> list[str]:
-        """Mark the jobs left ``running`` by a service that stopped as ``interrupted``;
-        returns their ids. Call once at start, before any job runs."""
-        ids = [j.id for j in self.with_status(JobStatus.RUNNING)]
+    def recover(self, kind: str | None = None) -> list[str]:
+        """Mark the jobs (of ``kind``, if given) left ``running`` by a service that stopped
+        as ``interrupted``; returns their ids. Call once at start, before any job runs."""
+        ids = [j.id for j in self.with_status(JobStatus.RUNNING, kind)]
         for job_id in ids:
             self.finish(
                 job_id,
@@ -292,6 +339,8 @@ def _job(row: tuple[Any, ...]) -> Job:
         result=row[10],
         cancel_requested=bool(row[11]),
         attempts=int(row[12]),
+        kind=str(row[13]),
+        live=json.loads(row[14]) if row[14] else None,
     )
 
 
@@ -344,6 +393,7 @@ def worker_main(conn: Connection) -> None:
         os.setpgrp()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _ignore)
+    signal.signal(signal.SIGUSR1, _ignore)  # a paper session's stop request
     from tickray.cluster import runner  # import the whole engine before the first job
 
     while True:
@@ -364,6 +414,9 @@ def worker_main(conn: Connection) -> None:
 def _run_job(
     conn: Connection, runner: Any, job_id: str, config: RunConfig, out: Path
 ) -> tuple[Any, ...]:
+    if config.live is not None:
+        return _run_session(conn, job_id, config, out)
+
     def send(frac: float, reached: int) -> None:
         conn.send(("progress", job_id, frac, reached))
 
@@ -376,6 +429,23 @@ def _run_job(
     if res.interrupted:
         reached = res.metrics.get("incomplete", {}).get("reached")
         return ("stopped", job_id, res.interrupted, reached, str(res.out))
+    return ("done", job_id, str(res.out))
+
+
+def _run_session(conn: Connection, job_id: str, config: RunConfig, out: Path) -> tuple[Any, ...]:
+    """A paper session, from the next step boundary on; its status sent as ``("live",
+    id, status)`` about once a second. Stopped or not, it ends ``("done", id, folder)``
+    (its results are complete); ``("failed", id, message)`` when it breaks."""
+    from tickray.cluster.paper import restart_at, run_paper
+
+    def send(status: dict[str, Any]) -> None:
+        conn.send(("live", job_id, status))
+
+    try:
+        res = run_paper(restart_at(config), out, progress=False, on_status=send)
+    except BaseException as exc:  # the worker reports every failure and lives on
+        traceback.print_exc()
+        return ("failed", job_id, describe_error(exc))
     return ("done", job_id, str(res.out))
 
 
@@ -415,6 +485,7 @@ class _Active:
     worker: _Worker | None = None
     cancel: bool = False
     stopper: asyncio.Task[None] | None = None
+    grace: float = 0.0  # seconds a clean stop may take on top of the pool's stop_grace
 
 
 Event = dict[str, Any]
@@ -429,6 +500,7 @@ class WorkerPool:
     before a restart and for resumed jobs, while a fresh submission hands its checked
     config to :meth:`enqueue`. ``publish(job_id, event)`` is called on the event loop
     for every status change and progress report. Use from one asyncio event loop.
+    ``kind``: the jobs of the store this pool runs (``backtest`` or ``paper``).
     """
 
     def __init__(
@@ -441,9 +513,13 @@ class WorkerPool:
         workers: int = 2,
         max_queue: int = 100,
         stop_grace: float = 10.0,
+        kind: str = "backtest",
     ) -> None:
         if workers < 1 or max_queue < 1:
             raise ValueError("workers and max_queue must be >= 1")
+        if kind not in KINDS:
+            raise ValueError(f"kind: must be one of {', '.join(KINDS)}, got {kind!r}")
+        self.kind = kind
         self.store = store
         self.results_dir = results_dir
         self.prepare = prepare
@@ -501,9 +577,9 @@ class WorkerPool:
     async def start(self) -> None:
         """Recover the index (running -> interrupted), queue the jobs left queued, start
         the slots. Worker processes start with the first job they run."""
-        for job_id in self.store.recover():
+        for job_id in self.store.recover(self.kind):
             self.publish(job_id, self._status(job_id))
-        for job in self.store.with_status(JobStatus.QUEUED):
+        for job in self.store.with_status(JobStatus.QUEUED, self.kind):
             self._waiting[job.id] = None
         self._slots = [asyncio.create_task(self._slot(k)) for k in range(self.workers)]
 
@@ -579,6 +655,8 @@ class WorkerPool:
         if active.cancel:
             self._end(job_id, JobStatus.CANCELLED, error="cancelled before it started")
             return
+        if config.live is not None:  # a clean stop takes up to one more step
+            active.grace = config.sync_ns / 1e9 + config.live.grace_s + 5.0
         if self._closing:  # never started: it stays queued for the next start
             self.store.requeue(job_id)
             return
@@ -617,6 +695,13 @@ class WorkerPool:
                     )
                 return
             kind = msg[0]
+            if kind == "live":
+                status: dict[str, Any] = msg[2]
+                fraction = float(status.get("progress") or 0.0)
+                reached = status.get("reached")
+                self.store.set_live(job_id, fraction, reached, status)
+                self.publish(job_id, {"type": "live", "id": job_id, "live": status})
+                continue
             if kind == "progress":
                 fraction, reached = float(msg[2]), iso(int(msg[3]))
                 self.store.set_progress(job_id, fraction, reached)
@@ -676,17 +761,20 @@ class WorkerPool:
 
     def _stop(self, active: _Active) -> None:
         if active.stopper is None and active.worker is not None:
-            active.stopper = asyncio.get_running_loop().create_task(self._stopper(active.worker))
+            # a paper session asked to stop (not by the service stopping) says so
+            sig = signal.SIGUSR1 if self.kind == "paper" and active.cancel else signal.SIGTERM
+            task = self._stopper(active.worker, sig, self.stop_grace + active.grace)
+            active.stopper = asyncio.get_running_loop().create_task(task)
 
-    async def _stopper(self, worker: _Worker) -> None:
-        """SIGTERM the worker every 0.25 s until its run reports back (the slot cancels
-        this task then), SIGKILL after ``stop_grace`` seconds."""
+    async def _stopper(self, worker: _Worker, sig: int, grace: float) -> None:
+        """Send ``sig`` to the worker every 0.25 s until its run reports back (the slot
+        cancels this task then), SIGKILL after ``grace`` seconds."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.stop_grace
+        deadline = loop.time() + grace
         pid = worker.process.pid
         while loop.time() < deadline and pid is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, sig)
             await asyncio.sleep(0.25)
         worker.process.kill()
 
@@ -699,8 +787,9 @@ class WorkerPool:
             self._wake.notify_all()
         for active in list(self._active.values()):
             self._stop(active)
+        longest = max((a.grace for a in self._active.values()), default=0.0)
         if self._slots:
-            _, late = await asyncio.wait(self._slots, timeout=self.stop_grace + 10.0)
+            _, late = await asyncio.wait(self._slots, timeout=self.stop_grace + longest + 10.0)
             for task in late:
                 task.cancel()
         for w in self._procs:

@@ -6,6 +6,14 @@ equity and orders (JSON, Arrow IPC stream or Parquet) and cancel or resume them.
 jobs, their index (SQLite) and their results live in the service's data dir
 (:mod:`tickray.cluster.jobs`), so a restarted service lists what it ran before.
 
+Paper sessions (``POST /paper``: a spec with its ``[live]`` section) run the same way in
+a pool of their own; ``GET /paper/{id}`` and the websocket ``/paper/{id}/events`` show
+their live status about once a second, ``DELETE /paper/{id}`` stops one cleanly (its
+results written, then downloadable like a backtest's). A session streams only from
+Binance's public endpoints or from those the operator allowed (``--live-url``): a request
+never chooses where the service connects. A session without ``live.duration`` gets the
+service's maximum (``--max-paper-duration``), and a longer one is refused.
+
 Security assumptions (see docs/service.md): the service binds to 127.0.0.1 unless
 told otherwise and speaks plain HTTP (put a TLS proxy in front of it on a network);
 every request but ``GET /health`` carries ``Authorization: Bearer <token>``; a spec
@@ -53,9 +61,10 @@ from tickray.cluster.jobs import (
     QueueFull,
     WorkerPool,
 )
-from tickray.engine.clock import iso
+from tickray.engine.clock import duration_ns, format_duration, iso
 from tickray.engine.config import ConfigError, RunConfig
 from tickray.engine.spec import SCHEMA, Key, SpecError, parse_spec
+from tickray.feeds.ws import WS_BASE_URLS
 
 __all__ = [
     "DEFAULT_PORT",
@@ -77,6 +86,8 @@ TABLES = ("fills", "equity", "orders")
 """The results tables the service serves."""
 TOKEN_ENV = "TICKRAY_API_TOKEN"
 MAX_PAGE = 500
+MAX_PAPER_DURATION = 24 * 3600.0
+"""The longest paper session, seconds (24 h); a session without a duration gets it."""
 
 JSON = "application/json"
 ARROW = "application/vnd.apache.arrow.stream"
@@ -103,6 +114,11 @@ class ServiceSettings:
     max_body: int = MAX_BODY
     max_download: int = MAX_DOWNLOAD
     stop_grace: float = 10.0
+    paper_sessions: int = 1
+    """Paper sessions streaming at once (each in its own worker process)."""
+    live_urls: tuple[str, ...] = ()
+    """Stream addresses a paper spec may name in ``live.ws_url`` besides Binance's."""
+    max_paper_duration: float = MAX_PAPER_DURATION
 
     def roots(self) -> tuple[Path, ...]:
         """The data roots, resolved (symlinks followed)."""
@@ -122,10 +138,17 @@ class SpecPolicy:
     so call it off the event loop).
     """
 
-    def __init__(self, roots: tuple[Path, ...]) -> None:
+    def __init__(
+        self,
+        roots: tuple[Path, ...],
+        live_urls: tuple[str, ...] = (),
+        max_paper_duration: float = MAX_PAPER_DURATION,
+    ) -> None:
         if not roots:
             raise ValueError("at least one data root is needed")
         self.roots = roots
+        self.live_urls = frozenset(_url_key(u) for u in (*WS_BASE_URLS.values(), *live_urls))
+        self.max_paper_ns = int(max_paper_duration * 1e9)
         self._disk_lock = threading.Lock()  # demo generation and cache exports write
 
     def check(self, doc: object) -> dict[str, Any]:
@@ -140,7 +163,9 @@ class SpecPolicy:
                 "requests); name a registered strategy in strategy.name"
             )
         if "live" in doc:
-            raise SpecError("live: paper trading is not served; the service runs backtests")
+            raise SpecError(
+                "live: a backtest has no live section; start paper sessions with POST /paper"
+            )
         spec = parse_spec(doc)
         data, run = spec.values["data"], spec.values["run"]
         if data["source"] == "exchange":
@@ -233,6 +258,73 @@ class SpecPolicy:
         changed since they were accepted)."""
         return self.config(self.check(doc))
 
+    # -- paper sessions -------------------------------------------------------------------------
+    def check_paper(self, doc: object) -> dict[str, Any]:
+        """A paper session's spec checked like ``tickray paper`` checks one, then against
+        the service's rules: registered strategies only, the local backend, no file read
+        or written (``live.record`` and funding or mark files refused), streams only from
+        the allowed addresses, and a duration (the service's maximum when none is given).
+        Returns the document to store and run (its duration filled in)."""
+        if not isinstance(doc, Mapping):
+            raise SpecError(f"spec: must be a JSON object of sections, got {_kind(doc)}")
+        strategy = doc.get("strategy")
+        if isinstance(strategy, Mapping) and "modules" in strategy:
+            raise SpecError(
+                "strategy.modules: not accepted by the service (no code is loaded from "
+                "requests); name a registered strategy in strategy.name"
+            )
+        spec = parse_spec(doc)
+        run, live = spec.values["run"], spec.values["live"]
+        if run["backend"] != "local":
+            raise SpecError("run.backend: the service runs each paper session on 'local'")
+        if run["address"] is not None:
+            raise SpecError("run.address: not accepted by the service")
+        if live["record"] is not None:
+            raise SpecError(
+                "live.record: not accepted by the service (a request never chooses where "
+                "the service writes)"
+            )
+        url = live["ws_url"]
+        if url is not None and _url_key(url) not in self.live_urls:
+            raise SpecError(
+                f"live.ws_url: {url} is not an allowed stream address (Binance's public "
+                "endpoints, or those the service was started with, --live-url)"
+            )
+        if spec.values["account"]["type"] == "perp":
+            perp = spec.values["perp"]
+            if perp["funding"] != "none" or perp["marks"] != "last":
+                raise SpecError(
+                    "perp.funding: a paper session in the service reads no files; set "
+                    "perp.funding = 'none' and perp.marks = 'last'"
+                )
+        out = copy.deepcopy(dict(doc))
+        most = format_duration(self.max_paper_ns)
+        if live["duration"] is None:
+            out["live"] = dict(out.get("live") or {}) | {"duration": most}
+        elif live["duration"] > self.max_paper_ns:
+            raise SpecError(
+                f"live.duration: {format_duration(live['duration'])} is longer than the "
+                f"service's maximum of {most}"
+            )
+        self.paper_config(out)  # the symbols, the interval and the steps
+        return out
+
+    def paper_config(self, doc: Mapping[str, Any]) -> RunConfig:
+        """The session of a checked document (it starts when a worker takes it)."""
+        from tickray.cluster.paper import paper_config
+
+        return paper_config(parse_spec(doc))
+
+    def prepare_paper(self, doc: dict[str, Any]) -> RunConfig:
+        """:meth:`check_paper` then :meth:`paper_config`, for stored specs (the allowed
+        addresses may have changed since)."""
+        return self.paper_config(self.check_paper(doc))
+
+
+def _url_key(url: str) -> str:
+    """A stream address as compared with the allowed ones: without trailing slashes."""
+    return url.strip().rstrip("/")
+
 
 def _kind(value: object) -> str:
     return "null" if value is None else type(value).__name__
@@ -290,17 +382,22 @@ class Service:
     pool: WorkerPool
     policy: SpecPolicy
     bus: EventBus
+    paper_pool: WorkerPool
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
 
     @property
     def results_dir(self) -> Path:
         return self.settings.data_dir / "jobs"
 
-    def job(self, job_id: str) -> Job:
+    def job(self, job_id: str, kind: str = "backtest") -> Job:
         job = self.store.get(job_id)
-        if job is None:
-            raise ApiError(404, f"id: no job {job_id}")
+        if job is None or job.kind != kind:
+            what = "paper session" if kind == "paper" else "job"
+            raise ApiError(404, f"id: no {what} {job_id}")
         return job
+
+    def pool_of(self, kind: str) -> WorkerPool:
+        return self.paper_pool if kind == "paper" else self.pool
 
     def publish(self, job_id: str, event: Event) -> None:
         if event.get("type") == "status":
@@ -310,10 +407,10 @@ class Service:
                 event["job"] = job_json(job)
         self.bus.publish(job_id, event)
 
-    def new_job(self, spec: Mapping[str, Any]) -> Job:
+    def new_job(self, spec: Mapping[str, Any], kind: str = "backtest") -> Job:
         for _ in range(8):
             try:
-                return self.store.add(secrets.token_hex(8), spec)
+                return self.store.add(secrets.token_hex(8), spec, kind)
             except sqlite3.IntegrityError:
                 continue  # an id already taken: 1 in 2**64 per job
         raise RuntimeError("could not draw a free job id")
@@ -322,11 +419,19 @@ class Service:
 SERVICE = web.AppKey("service", Service)
 
 
-def job_json(job: Job, *, metrics: dict[str, Any] | None = None, full: bool = False) -> Event:
-    """A job as the API shows it (``full``: with its spec, and its metrics when done)."""
-    base = f"/backtests/{job.id}"
+def job_json(
+    job: Job,
+    *,
+    metrics: dict[str, Any] | None = None,
+    full: bool = False,
+    session: dict[str, Any] | None = None,
+) -> Event:
+    """A job as the API shows it (``full``: with its spec, and its metrics when done; a
+    paper session with its live status, and its ``live.json`` as ``session`` when done)."""
+    base = f"{_prefix(job.kind)}/{job.id}"
     out: dict[str, Any] = {
         "id": job.id,
+        "kind": job.kind,
         "status": str(job.status),
         "created": job.created,
         "started": job.started,
@@ -339,11 +444,24 @@ def job_json(job: Job, *, metrics: dict[str, Any] | None = None, full: bool = Fa
         "links": {"self": base, "events": f"{base}/events"}
         | ({t: f"{base}/{t}" for t in TABLES} if job.status == JobStatus.DONE else {}),
     }
+    if job.kind == "paper":
+        out["live"] = job.live
     if full:
         out["spec"] = job.spec
         if metrics is not None:
             out["metrics"] = metrics
+        if session is not None:
+            out["session"] = session
     return out
+
+
+def _prefix(kind: str) -> str:
+    return "/paper" if kind == "paper" else "/backtests"
+
+
+def _route_kind(request: web.Request) -> str:
+    """The kind of job a route serves, from its path."""
+    return "paper" if request.path.startswith("/paper") else "backtest"
 
 
 def _error_body(
@@ -404,7 +522,9 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def submit(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
-    svc.pool.check_room()
+    kind = _route_kind(request)
+    pool = svc.pool_of(kind)
+    pool.check_room()
     limit = svc.settings.max_body
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, f"body: {request.content_length} bytes, more than the limit of {limit}")
@@ -414,15 +534,19 @@ async def submit(request: web.Request) -> web.Response:
         raise ApiError(413, f"body: more than the limit of {limit} bytes") from None
     doc = parse_body(body)
     try:
-        checked = svc.policy.check(doc)
-        config = await asyncio.to_thread(svc.policy.config, checked)
+        if kind == "paper":
+            checked = svc.policy.check_paper(doc)
+            config = svc.policy.paper_config(checked)
+        else:
+            checked = svc.policy.check(doc)
+            config = await asyncio.to_thread(svc.policy.config, checked)
     except (ConfigError, ValueError, OSError) as e:
         raise ApiError(400, str(e)) from None
-    svc.pool.check_room()  # no await from here to enqueue: the check holds
-    job = svc.new_job(checked)
-    await svc.pool.enqueue(job.id, config)
+    pool.check_room()  # no await from here to enqueue: the check holds
+    job = svc.new_job(checked, kind)
+    await pool.enqueue(job.id, config)
     return web.json_response(
-        job_json(job, full=True), status=202, headers={"Location": f"/backtests/{job.id}"}
+        job_json(job, full=True), status=202, headers={"Location": f"{_prefix(kind)}/{job.id}"}
     )
 
 
@@ -453,7 +577,7 @@ async def list_jobs(request: web.Request) -> web.Response:
             raise ApiError(400, f"status: unknown status {word!r} (known: {known})") from None
     limit = _int_param(q, "limit", 100, 1, MAX_PAGE)
     cursor = _int_param(q, "cursor", None, 1, None)
-    jobs = svc.store.page(statuses, limit=limit + 1, before=cursor)
+    jobs = svc.store.page(statuses, limit=limit + 1, before=cursor, kind=_route_kind(request))
     more = len(jobs) > limit
     jobs = jobs[:limit]
     return web.json_response(
@@ -482,12 +606,14 @@ def _int_param(
 
 async def get_job(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
-    job = svc.job(request.match_info["id"])
-    metrics = None
+    job = svc.job(request.match_info["id"], _route_kind(request))
+    metrics = session = None
     if job.status == JobStatus.DONE and job.result:
-        path = svc.settings.data_dir / job.result / "metrics.json"
-        metrics = await asyncio.to_thread(_read_json, path)
-    return web.json_response(job_json(job, metrics=metrics, full=True))
+        folder = svc.settings.data_dir / job.result
+        metrics = await asyncio.to_thread(_read_json, folder / "metrics.json")
+        if job.kind == "paper":
+            session = await asyncio.to_thread(_read_json, folder / "live.json")
+    return web.json_response(job_json(job, metrics=metrics, full=True, session=session))
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -502,10 +628,10 @@ async def cancel_job(request: web.Request) -> web.Response:
     """Cancel: a queued (or interrupted) job at once (200), a running one at its next
     step (202; it ends ``cancelled``)."""
     svc = request.app[SERVICE]
-    job = svc.job(request.match_info["id"])
+    job = svc.job(request.match_info["id"], _route_kind(request))
     if job.status in TERMINAL:
         raise ApiError(409, f"id: job {job.id} is {job.status}; there is nothing to cancel")
-    job = svc.pool.cancel(job.id)
+    job = svc.pool_of(job.kind).cancel(job.id)
     return web.json_response(job_json(job, full=True), status=202 if not _ended(job) else 200)
 
 
@@ -572,7 +698,7 @@ async def download(request: web.Request, name: str) -> web.StreamResponse:
     """One results table as JSON (``{"table", "count", "rows"}``, times ISO-8601 UTC,
     non-finite numbers as null), an Arrow IPC stream or the run's Parquet file as is."""
     svc = request.app[SERVICE]
-    job = svc.job(request.match_info["id"])
+    job = svc.job(request.match_info["id"], _route_kind(request))
     if job.status != JobStatus.DONE or not job.result:
         raise ApiError(409, f"id: job {job.id} is {job.status}; results exist once it is done")
     media = negotiate(request.headers.get("Accept", ""))
@@ -649,12 +775,13 @@ async def events(request: web.Request) -> web.StreamResponse:
     """Websocket: the job's status now, then each progress and status event as JSON, until
     the job ends (done, failed, cancelled or interrupted); then the server closes."""
     svc = request.app[SERVICE]
-    job = svc.job(request.match_info["id"])
+    kind = _route_kind(request)
+    job = svc.job(request.match_info["id"], kind)
     ws = web.WebSocketResponse(heartbeat=30.0)
     await ws.prepare(request)
     svc.sockets.add(ws)
     queue = svc.bus.subscribe(job.id)
-    job = svc.job(job.id)  # its state as of the subscription: no event is missed
+    job = svc.job(job.id, kind)  # its state as of the subscription: no event is missed
 
     async def drain() -> None:  # reads (and drops) client messages; notices the close
         async for msg in ws:
@@ -698,22 +825,37 @@ def create_app(settings: ServiceSettings) -> web.Application:
         for r in roots:
             r.mkdir(parents=True, exist_ok=True)
         store = JobStore(data_dir / "jobs.sqlite3")
-        policy = SpecPolicy(roots)
+        policy = SpecPolicy(roots, settings.live_urls, settings.max_paper_duration)
         bus = EventBus()
         holder: list[Service] = []
+
+        def publish(job_id: str, event: Event) -> None:
+            holder[0].publish(job_id, event)
+
         pool = WorkerPool(
             store,
             data_dir / "jobs",
             policy.prepare,
-            lambda job_id, event: holder[0].publish(job_id, event),
+            publish,
             workers=settings.workers,
             max_queue=settings.max_queue,
             stop_grace=settings.stop_grace,
         )
-        svc = Service(settings, store, pool, policy, bus)
+        paper_pool = WorkerPool(
+            store,
+            data_dir / "jobs",
+            policy.prepare_paper,
+            publish,
+            workers=settings.paper_sessions,
+            max_queue=settings.max_queue,
+            stop_grace=settings.stop_grace,
+            kind="paper",
+        )
+        svc = Service(settings, store, pool, policy, bus, paper_pool)
         holder.append(svc)
         app[SERVICE] = svc
         await pool.start()
+        await paper_pool.start()
 
     async def shutdown(app: web.Application) -> None:
         for ws in list(app[SERVICE].sockets):
@@ -721,7 +863,7 @@ def create_app(settings: ServiceSettings) -> web.Application:
 
     async def cleanup(app: web.Application) -> None:
         svc = app[SERVICE]
-        await svc.pool.close()
+        await asyncio.gather(svc.pool.close(), svc.paper_pool.close())
         svc.store.close()
 
     app.on_startup.append(startup)
@@ -738,6 +880,13 @@ def create_app(settings: ServiceSettings) -> web.Application:
     for name in TABLES:
         r.add_get(f"/backtests/{_ID}/{name}", _table_handler(name), allow_head=False)
     r.add_get(f"/backtests/{_ID}/events", events, allow_head=False)
+    r.add_post("/paper", submit)
+    r.add_get("/paper", list_jobs, allow_head=False)
+    r.add_get(f"/paper/{_ID}", get_job, allow_head=False)
+    r.add_delete(f"/paper/{_ID}", cancel_job)
+    for name in TABLES:
+        r.add_get(f"/paper/{_ID}/{name}", _table_handler(name), allow_head=False)
+    r.add_get(f"/paper/{_ID}/events", events, allow_head=False)
     return app
 
 
@@ -772,22 +921,23 @@ def _key_schema(key: Key) -> dict[str, Any]:
     return {"description": key.doc} | s
 
 
-def spec_schema() -> dict[str, Any]:
+def spec_schema(live: bool = False) -> dict[str, Any]:
     """JSON Schema of a spec the service accepts, from :data:`~tickray.engine.spec.SCHEMA`
-    (without ``live`` and ``strategy.modules``, which it refuses)."""
+    (without ``strategy.modules``, which it refuses; a backtest's without ``live``, a
+    paper session's (``live``) without ``live.record``)."""
+    refused = {("strategy", "modules"), ("live", "record")}
     sections = {}
     for section, keys in SCHEMA.items():
-        if section == "live":
+        if section == "live" and not live:
             continue
         props = {
-            name: _key_schema(key)
-            for name, key in keys.items()
-            if (section, name) != ("strategy", "modules")
+            name: _key_schema(key) for name, key in keys.items() if (section, name) not in refused
         }
         sections[section] = {"type": "object", "properties": props, "additionalProperties": False}
+    what = "A paper session's run spec (docs/paper.md)" if live else "A run spec (docs/spec.md)"
     return {
         "type": "object",
-        "description": "A run spec (docs/spec.md); every key is optional.",
+        "description": f"{what}; every key is optional.",
         "properties": sections,
         "additionalProperties": False,
     }
@@ -946,9 +1096,10 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    paths |= _paper_paths(id_param, unauthorized, retry, location)
     binary = {"type": "string", "contentEncoding": "binary"}
-    for name in TABLES:
-        paths[f"/backtests/{{id}}/{name}"] = {
+    for name, prefix in ((n, p) for p in ("/backtests", "/paper") for n in TABLES):
+        paths[f"{prefix}/{{id}}/{name}"] = {
             "get": {
                 "summary": f"The run's {name} table.",
                 "description": "JSON by default; an Arrow IPC stream or the run's Parquet file "
@@ -972,7 +1123,9 @@ def openapi_document() -> dict[str, Any]:
                         },
                     },
                     "401": unauthorized,
-                    "404": not_found,
+                    "404": _err(
+                        f"No {'paper session' if prefix == '/paper' else 'job'} with this id."
+                    ),
                     "406": _err("No acceptable media type."),
                     "409": _err("The job is not done."),
                     "413": _err("The download is larger than the limit."),
@@ -992,11 +1145,14 @@ def openapi_document() -> dict[str, Any]:
         },
         "Health": {"type": "object", "properties": {"status": {"const": "ok"}}},
         "Spec": spec_schema(),
+        "PaperSpec": spec_schema(live=True),
+        "LiveStatus": _live_status_schema(),
         "Job": {
             "type": "object",
-            "required": ["id", "status", "created", "progress"],
+            "required": ["id", "kind", "status", "created", "progress"],
             "properties": {
                 "id": {"type": "string"},
+                "kind": {"type": "string", "enum": ["backtest", "paper"]},
                 "status": status,
                 "created": iso_time,
                 "started": iso_time,
@@ -1007,8 +1163,16 @@ def openapi_document() -> dict[str, Any]:
                 "cancel_requested": {"type": "boolean"},
                 "attempts": {"type": "integer"},
                 "links": {"type": "object", "additionalProperties": {"type": "string"}},
-                "spec": _ref("Spec"),
+                "spec": {"oneOf": [_ref("Spec"), _ref("PaperSpec")]},
                 "metrics": {"type": "object", "description": "metrics.json, once done."},
+                "live": {
+                    "oneOf": [_ref("LiveStatus"), {"type": "null"}],
+                    "description": "A paper session's last status (null before its first).",
+                },
+                "session": {
+                    "type": "object",
+                    "description": "A paper session's live.json (docs/paper.md), once done.",
+                },
             },
         },
         "JobList": {
@@ -1030,12 +1194,13 @@ def openapi_document() -> dict[str, Any]:
             "type": "object",
             "required": ["type", "id"],
             "properties": {
-                "type": {"type": "string", "enum": ["status", "progress"]},
+                "type": {"type": "string", "enum": ["status", "progress", "live"]},
                 "id": {"type": "string"},
                 "status": status,
                 "job": _ref("Job"),
                 "progress": {"type": "number"},
                 "reached": iso_time,
+                "live": _ref("LiveStatus"),
             },
         },
     }
@@ -1044,13 +1209,146 @@ def openapi_document() -> dict[str, Any]:
         "info": {
             "title": "tickray backtest service",
             "version": "1",
-            "description": "Submit, follow, cancel and resume backtests; download their results.",
+            "description": "Submit, follow, cancel and resume backtests; run paper sessions "
+            "on live streams and follow their live status; download their results.",
         },
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _paper_paths(
+    id_param: dict[str, Any],
+    unauthorized: dict[str, Any],
+    retry: dict[str, Any],
+    location: dict[str, Any],
+) -> dict[str, Any]:
+    not_found = _err("No paper session with this id.")
+    return {
+        "/paper": {
+            "post": {
+                "summary": "Start a paper session on live streams.",
+                "description": "The body is a run spec as JSON with its live section "
+                "(docs/paper.md), checked as `tickray paper` checks it, then against the "
+                "service's rules (registered strategies, local backend, no live.record, "
+                "live.ws_url only Binance's or an address the service allows, "
+                "live.duration at most the service's maximum, which applies when none is "
+                "given). The session starts at the first step boundary after a worker "
+                "takes it.",
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("PaperSpec")}},
+                },
+                "responses": {
+                    "202": _json(_ref("Job"), "Queued.", **location),
+                    "400": _err("The spec is invalid; the error names the key path."),
+                    "401": unauthorized,
+                    "413": _err("The body is larger than the limit."),
+                    "503": _err("The queue is full.", **retry),
+                },
+            },
+            "get": {
+                "summary": "List paper sessions, newest first, with their live status.",
+                "parameters": [
+                    {"name": "status", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+                    },
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": _json(_ref("JobList"), "A page of paper sessions."),
+                    "400": _err("A bad status, limit or cursor."),
+                    "401": unauthorized,
+                },
+            },
+        },
+        "/paper/{id}": {
+            "get": {
+                "summary": "One paper session: status and its live numbers (about once a "
+                "second), metrics and live.json once done.",
+                "parameters": [id_param],
+                "responses": {
+                    "200": _json(_ref("Job"), "The session."),
+                    "401": unauthorized,
+                    "404": not_found,
+                },
+            },
+            "delete": {
+                "summary": "Stop a paper session.",
+                "description": "A queued or interrupted session is cancelled at once (200); "
+                "a running one stops at its next step boundary, flattening or keeping its "
+                "positions as live.on_stop says, writes its results and ends done (202).",
+                "parameters": [id_param],
+                "responses": {
+                    "200": _json(_ref("Job"), "Cancelled before it ran."),
+                    "202": _json(_ref("Job"), "Asked to stop; it ends done."),
+                    "401": unauthorized,
+                    "404": not_found,
+                    "409": _err("The session is done, failed or cancelled already."),
+                },
+            },
+        },
+        "/paper/{id}/events": {
+            "get": {
+                "summary": "Websocket of the session's live status and status events (JSON).",
+                "description": "The first message is the session's status; then a live "
+                "event about once a second and the status changes; the server closes "
+                "after the session ends.",
+                "parameters": [id_param],
+                "responses": {
+                    "101": {
+                        "description": "Switching to the websocket protocol; messages are "
+                        "Event objects.",
+                        "content": {JSON: {"schema": _ref("Event")}},
+                    },
+                    "401": unauthorized,
+                    "404": not_found,
+                },
+            }
+        },
+    }
+
+
+def _live_status_schema() -> dict[str, Any]:
+    latency = {
+        "type": "object",
+        "description": "Milliseconds; null before the first sample.",
+        "properties": {k: {"type": ["number", "null"]} for k in ("p50_ms", "p99_ms", "max_ms")},
+    }
+    count = {"type": "integer", "minimum": 0}
+    number = {"type": ["number", "null"]}
+    return {
+        "type": "object",
+        "description": "A paper session's status (tickray.actors.live.LiveClock.status).",
+        "properties": {
+            "reached": {"type": "string", "description": "Simulated time settled (ISO-8601 UTC)."},
+            "steps": count,
+            "equity": number | {"description": "At the last step, in the account's currency."},
+            "pnl": number | {"description": "Equity minus account.cash."},
+            "positions": {"type": "object", "additionalProperties": {"type": "number"}},
+            "messages": count,
+            "message_rate": {"type": "number", "description": "Messages a second, lately."},
+            "reconnects": count,
+            "errors": count,
+            "resyncs": count,
+            "gaps": count,
+            "late_bars": count,
+            "bar_latency": latency,
+            "decision_latency": latency,
+            "step_lag": latency,
+            "progress": number | {"description": "Share of live.duration gone."},
+            "updated": {"type": "string", "description": "Wall time (ISO-8601 UTC)."},
+            "stopped": {
+                "type": ["string", "null"],
+                "description": "Why the session ended (duration, stopped on request, ...).",
+            },
         },
     }
 
@@ -1157,6 +1455,22 @@ def add_serve_parser(subparsers: Any) -> None:
         metavar="BYTES",
         help="largest results download",
     )
+    s.add_argument(
+        "--paper-sessions", type=int, default=1, metavar="N", help="paper sessions run at once"
+    )
+    s.add_argument(
+        "--max-paper-duration",
+        default="24h",
+        metavar="DUR",
+        help="longest paper session, and the length of one without live.duration (default 24h)",
+    )
+    s.add_argument(
+        "--live-url",
+        action="append",
+        metavar="URL",
+        help="a stream address paper specs may name in live.ws_url besides Binance's "
+        "public ones; repeatable",
+    )
     s.set_defaults(func=cmd_serve)
 
 
@@ -1164,9 +1478,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """``tickray serve``: run the service until Ctrl-C or SIGTERM."""
     from tickray.cluster.cli import UsageError
 
-    for name in ("workers", "max_queue", "max_body", "max_download"):
+    for name in ("workers", "max_queue", "max_body", "max_download", "paper_sessions"):
         if getattr(args, name) < 1:
             raise UsageError(f"--{name.replace('_', '-')}: must be >= 1")
+    try:
+        longest = duration_ns(args.max_paper_duration)
+    except ValueError as e:
+        raise UsageError(f"--max-paper-duration: {e}") from None
+    urls = tuple(args.live_url or ())
+    for url in urls:
+        if not url.startswith(("ws://", "wss://")):
+            raise UsageError(f"--live-url: must start with ws:// or wss://, got {url!r}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data_dir = Path(args.data_dir)
     token, source = resolve_token(args.token, data_dir)
@@ -1180,6 +1502,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_body=args.max_body,
         max_download=args.max_download,
+        paper_sessions=args.paper_sessions,
+        live_urls=urls,
+        max_paper_duration=longest / 1e9,
     )
     if source == "new":
         print(f"tickray serve: API token (saved in {data_dir / 'token'}): {token}", file=sys.stderr)

@@ -45,7 +45,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -820,10 +820,18 @@ class BinanceRest:
         payload = await self.get("depth", {"symbol": symbol, "limit": limit}, weight)
         return parse_depth(payload, f"{self._path('depth')} {symbol}: depth")
 
-    async def exchange_info(self, symbol: str | None = None) -> dict[str, Any]:
-        """exchangeInfo (validated, see :func:`parse_exchange_info`); optionally one symbol."""
+    async def exchange_info(
+        self, symbol: str | None = None, symbols: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """exchangeInfo (validated, see :func:`parse_exchange_info`); optionally of one
+        ``symbol`` or, on spot, of ``symbols`` (sent as Binance's JSON array parameter;
+        an unknown name gets HTTP 400, code -1121). USD-M ignores both and lists all."""
+        if symbol is not None and symbols is not None:
+            raise ValueError("exchange_info: give symbol or symbols, not both")
         weight = request_weight(self.market, "exchangeInfo")
-        payload = await self.get("exchangeInfo", {"symbol": symbol}, weight)
+        listed = json.dumps(list(symbols), separators=(",", ":")) if symbols else None
+        params = {"symbol": symbol, "symbols": listed}
+        payload = await self.get("exchangeInfo", params, weight)
         return parse_exchange_info(payload, f"{self._path('exchangeInfo')}: exchangeInfo")
 
     async def premium_index(self, symbol: str) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from test_feeds_ws import FakeBinance, load_source
+from test_paper_exchange import add_exchange_info, spot_row
 from websockets.asyncio.server import serve
 
 import tickray
@@ -34,7 +37,8 @@ pytestmark = [pytest.mark.network, pytest.mark.realdata]
 
 
 class LocalBinance:
-    """FakeBinance's websocket and REST servers on 127.0.0.1, in their own thread."""
+    """FakeBinance's websocket and REST servers on 127.0.0.1, in their own thread; the REST
+    server answers exchangeInfo too (BTCUSDT: tick 0.01, lot 0.00001, min notional 5)."""
 
     def __init__(self, server: FakeBinance) -> None:
         self.server = server
@@ -49,7 +53,10 @@ class LocalBinance:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = self._loop.create_future()
-        runner = web.AppRunner(self.server.rest_app())
+        app = self.server.rest_app()
+        btc = spot_row("BTCUSDT", "BTC", "USDT", "0.01000000", "0.00001000", "5.00000000")
+        add_exchange_info(app, [btc], [])
+        runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -153,3 +160,33 @@ def test_a_quoting_session_on_a_live_book_replays_to_the_same_fills(
     again = tickray.load(replay.out)
     assert fills.equals(again.fills())
     assert paper.orders().drop(columns=["reason"]).equals(again.orders().drop(columns=["reason"]))
+
+
+def test_the_paper_l2_command_trades_a_live_book_with_the_exchange_s_rules_until_sigterm(
+    binance: LocalBinance, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tickray.cluster.cli import main
+
+    out = tmp_path / "out"
+    argv = [
+        "paper-l2", "--symbols", "btcusdt", "--ws-url", binance.ws_url,
+        "--rest-url", binance.rest_url, "--sync", "100ms", "--size", "0.01", "--offset", "1",
+        "--max-position", "0.05", "--timer", "200ms", "--quiet", "--out", str(out),
+    ]  # fmt: skip
+    # no --duration: the session runs until SIGTERM, then writes a complete folder
+    timer = threading.Timer(2.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        rc = main(argv)
+    finally:
+        timer.cancel()
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "order-book paper trading on spot: BTCUSDT tick 0.01 lot 1e-05 min notional 5" in text
+    assert "stopped: interrupted by SIGTERM" in text
+    live = json.loads((out / "live.json").read_text())
+    assert live["stopped"] == "interrupted by SIGTERM" and live["steps"] >= 15, live
+    assert live["books"]["BTCUSDT"]["gaps"] == 0 and live["messages"] > 500
+    run = json.loads((out / "run.json").read_text())
+    assert run["config"]["specs"]["BTCUSDT"]["min_notional"] == 5.0  # from exchangeInfo
+    assert len(tickray.load(out).fills()) >= 1

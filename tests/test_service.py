@@ -293,6 +293,8 @@ def test_the_openapi_document_describes_exactly_the_app_s_routes(served: Served)
         assert ref.removeprefix("#/components/schemas/") in doc["components"]["schemas"], ref
     spec = doc["components"]["schemas"]["Spec"]["properties"]
     assert "live" not in spec and "modules" not in spec["strategy"]["properties"]
+    paper = doc["components"]["schemas"]["PaperSpec"]["properties"]
+    assert "record" not in paper["live"]["properties"] and "ws_url" in paper["live"]["properties"]
 
     async def served_doc() -> Any:
         async with client(served) as c:
@@ -467,7 +469,7 @@ async def refused(served: Served, body: Any, *, raw: bytes | None = None) -> str
         ),
         ({**FULL, "run": {"backend": "ray"}}, "run.backend: the service runs"),
         ({**FULL, "run": {"address": "10.0.0.1:6379"}}, "run.address: not accepted"),
-        ({**FULL, "live": {"market": "spot"}}, "live: paper trading is not served"),
+        ({**FULL, "live": {"market": "spot"}}, "live: a backtest has no live section"),
         ([FULL], "spec: must be a JSON object"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
