@@ -351,11 +351,14 @@ class Fault(NullProgress):
             return
         self.done = True
         backend = self.sim.backend
-        if self.kind == "kill":  # SIGKILL the process of the actor on a worker node
-            os.kill(backend.pids()[1], signal.SIGKILL)
+        # the last actor placed on a worker node (not the head, where the driver is)
+        ids = [w.node_id for w in workers]
+        i = max(k for k, node in enumerate(backend.placement) if node in ids)
+        report[self.kind + "_actor"] = i
+        if self.kind == "kill":  # SIGKILL the actor's process
+            os.kill(backend.pids()[i], signal.SIGKILL)
         else:  # a whole worker node is lost, with the actor placed on it
-            node = backend.placement[2]
-            victim = next(w for w in workers if w.node_id == node)
+            victim = workers[ids.index(backend.placement[i])]
             cluster.remove_node(victim, allow_graceful=False)
 
 
@@ -425,10 +428,17 @@ def test_three_node_replay_is_byte_identical_even_when_an_actor_or_a_node_dies(
     for kind in ("calm", "kill", "node"):
         assert results_digest(tmp_path / kind) == want, kind
     (killed,) = report["kill"]["recoveries"]
-    assert killed["actor"] == "symbol actor 1 (BBBUSDT)"
+    i = report["kill_actor"]
+    assert killed["actor"] == f"symbol actor {i} ({SMALL_SYMBOLS[i]})"
     assert killed["restored_from"] == "checkpoint" and not killed["new_actor"]
+    assert report["kill"]["placement"] == calm["placement"]
     (moved,) = report["node"]["recoveries"]
-    assert moved["actor"] == "symbol actor 2 (CCCUSDT)"
+    i = report["node_actor"]
+    assert moved["actor"] == f"symbol actor {i} ({SMALL_SYMBOLS[i]})"
     assert moved["new_actor"]
-    lost = report["node"]["placement"][2]
-    assert moved["node"] == lost != report["calm"]["placement"][2]
+    assert calm["placement"][i] in report["workers"]
+    # the replacement runs on another node, and the others stayed where they were
+    assert moved["node"] == report["node"]["placement"][i] != calm["placement"][i]
+    assert [p for k, p in enumerate(report["node"]["placement"]) if k != i] == [
+        p for k, p in enumerate(calm["placement"]) if k != i
+    ]
