@@ -442,3 +442,62 @@ def test_three_node_replay_is_byte_identical_even_when_an_actor_or_a_node_dies(
     assert [p for k, p in enumerate(report["node"]["placement"]) if k != i] == [
         p for k, p in enumerate(calm["placement"]) if k != i
     ]
+
+
+LOCKED = """
+import threading
+
+import numpy as np
+
+from tickray import BarStrategy, register_strategy
+
+
+@register_strategy
+class {name}(BarStrategy):
+    name = "{name}"
+    params = {{}}
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._guard = threading.Lock()  # does not pickle
+
+    @property
+    def warmup(self):
+        return 1
+
+    def raw_one(self, close):
+        return 1
+
+    def raw_batch(self, close):
+        return np.ones(len(close), dtype=np.int8)
+"""
+
+
+@pytest.mark.ray
+def test_a_strategy_whose_state_does_not_pickle_fails_at_its_first_checkpoint(
+    ray_session: Any, small_universe: Path, tmp_path: Path
+) -> None:
+    import sys
+
+    import tickray
+    from tickray.engine.strategies import unregister_strategy
+
+    name = f"locked_{os.getpid()}"
+    path = tmp_path / "code" / f"{name}_mod.py"
+    path.parent.mkdir()
+    path.write_text(LOCKED.format(name=name))
+    spec = {
+        "data": {"source": "files", "path": str(small_universe)},
+        "strategy": {"name": name, "modules": [str(path)]},
+        "run": {"sync": "1h", "checkpoint_every": "1ms"},
+    }
+    try:
+        with pytest.raises(ActorLost, match=r"symbol actor 0 .*could not be checkpointed"):
+            tickray.run(spec, backend="ray", out=tmp_path / "ray", progress=False)
+        # without recovery it runs
+        spec["run"]["max_restarts"] = 0
+        res = tickray.run(spec, backend="ray", out=tmp_path / "plain", progress=False)
+        assert res.complete
+    finally:
+        unregister_strategy(name)
+        sys.modules.pop(path.stem, None)
