@@ -293,6 +293,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         metric=args.metric,
         progress=False if args.quiet else None,
         echo=True,
+        pool=args.pool,
     )
     print(format_leaderboard(result, args.metric))
     print(
@@ -693,6 +694,12 @@ def parser() -> argparse.ArgumentParser:
     w.add_argument("--out", help="results folder (default: results/run-<time>-<id>)")
     w.add_argument("--address", help="Ray cluster address to join (ray backend)")
     w.add_argument("--workers", type=int, help="variants at once on Ray (default: the CPUs)")
+    w.add_argument(
+        "--pool",
+        action="store_true",
+        help="Ray: run the variants on a shared pool of long-lived actors, one per worker "
+        "slot pinned to the nodes in turn (default: a Ray task per variant)",
+    )
     w.add_argument(
         "--search", choices=("grid", "random"), default="grid", help="every point, or a sample"
     )

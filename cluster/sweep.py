@@ -11,6 +11,13 @@ nothing and a pool of workers runs as many at once as there are CPUs:
   cluster at ``address``; user strategy modules reach the workers through the runtime
   environment, as for a single run. Every worker reads the data folder itself, so on
   several machines the folder must be at the same path on each.
+- ``backend="ray", pool=True``: a shared pool instead of a task per variant: one
+  long-lived Ray actor per worker slot (1 CPU each), pinned to the nodes in turn
+  (node affinity, alive nodes in node-id order), and each free actor takes the next
+  variant. An actor runs its variants one after another in the same process, so its
+  imports, compiled kernels and the node's file cache serve them all, and the spread
+  over nodes is explicit. A pool actor that dies is restarted by Ray (its variant is
+  reported failed, the others go on).
 - ``backend="local"``: one variant after another in this process.
 
 A variant's results are byte-identical whichever worker runs it. Each one writes
@@ -124,13 +131,15 @@ def run_sweep(
     progress: bool | None = None,
     echo: bool = False,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    pool: bool = False,
 ) -> SweepResult:
     """Run the sweep of ``spec`` into ``out`` (see the module doc).
 
     ``echo`` prints one line per variant as it ends (above the progress bar, if any).
     ``workers``: variants at once on Ray (default: the cluster's CPUs). Every variant's
     configuration is built and checked before any runs. ``on_result`` gets each row as
-    its variant ends (in completion order).
+    its variant ends (in completion order). ``pool``: on Ray, run the variants on a
+    shared pool of long-lived actors instead of a task each (same results).
     """
     if metric not in METRICS:
         raise SpecError(f"metric: must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -165,7 +174,7 @@ def run_sweep(
                     break
         elif backend == "ray":
             try:
-                n_workers = _on_ray(chosen, configs, out, address, workers, done)
+                n_workers = _on_ray(chosen, configs, out, address, workers, done, pool)
             except KeyboardInterrupt:
                 stopped = True
         else:
@@ -186,6 +195,7 @@ def _on_ray(
     address: str | None,
     workers: int | None,
     done: Callable[[int, Mapping[str, Any], dict[str, Any]], None],
+    pool: bool = False,
 ) -> int:
     import ray
 
@@ -208,6 +218,7 @@ def _on_ray(
         cpus = int(ray.cluster_resources().get("CPU", 1))
         limit = max(1, min(workers or cpus, cpus, len(configs) or 1))
         classes = main_classes(configs[0]) if configs else {}
+        run = _Runner(ray, limit, opts) if pool else None
         task = ray.remote(num_cpus=1)(_variant).options(**opts)
         pending: dict[Any, int] = {}
         queue = list(range(len(configs)))
@@ -216,7 +227,9 @@ def _on_ray(
                 i = queue.pop(0)
                 k = chosen[i][0]
                 cfg = replace(configs[i], strategy=replace(configs[i].strategy, modules=mods))
-                pending[task.remote(cfg, str(out / f"{k:04d}"), classes or None)] = i
+                args = (cfg, str(out / f"{k:04d}"), classes or None)
+                ref = run.submit(*args) if run is not None else task.remote(*args)
+                pending[ref] = i
             try:
                 ready, _ = ray.wait(list(pending), num_returns=1)
             except KeyboardInterrupt:
@@ -225,6 +238,8 @@ def _on_ray(
                 raise
             for ref in ready:
                 i = pending.pop(ref)
+                if run is not None:
+                    run.release(ref)
                 try:
                     result = ray.get(ref)
                 except Exception as exc:  # the worker died: the variant is reported
@@ -234,6 +249,51 @@ def _on_ray(
     finally:
         if started:
             ray.shutdown()
+
+
+class _PoolWorker:
+    """A shared-pool actor of a sweep: runs the variants it is given, one at a time."""
+
+    def run(
+        self, config: RunConfig, out: str, classes: Mapping[str, type] | None = None
+    ) -> dict[str, Any]:
+        return _variant(config, out, classes)
+
+
+class _Runner:
+    """The shared pool: ``size`` actors pinned to the alive nodes with CPUs in turn (in
+    node-id order); :meth:`submit` gives a variant to a free actor."""
+
+    def __init__(self, ray: Any, size: int, opts: Mapping[str, Any]) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = sorted(
+            n["NodeID"] for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU")
+        )
+        cls: Any = ray.remote(num_cpus=1, max_restarts=1, max_task_retries=0)(_PoolWorker)
+        self.actors = [
+            cls.options(
+                scheduling_strategy=NodeAffinitySchedulingStrategy(
+                    node_id=nodes[i % len(nodes)], soft=True
+                ),
+                **opts,
+            ).remote()
+            for i in range(size)
+        ]
+        self.nodes = [nodes[i % len(nodes)] for i in range(size)]
+        self.free = list(range(size))
+        self.busy: dict[Any, int] = {}
+        self.runs = [0] * size
+
+    def submit(self, *args: Any) -> Any:
+        a = self.free.pop(0)
+        ref = self.actors[a].run.remote(*args)
+        self.busy[ref] = a
+        self.runs[a] += 1
+        return ref
+
+    def release(self, ref: Any) -> None:
+        self.free.append(self.busy.pop(ref))
 
 
 def _ranked(rows: Sequence[dict[str, Any]], metric: str) -> list[dict[str, Any]]:

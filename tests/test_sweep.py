@@ -65,6 +65,14 @@ def test_a_ray_sweep_equals_the_same_sweep_in_process(
         b = (tmp_path / "ray" / f"{k:04d}" / "fills.parquet").read_bytes()
         assert a == b, k
     assert [r["metrics"] for r in remote.rows] == [r["metrics"] for r in local.rows]
+    # a shared pool of long-lived actors instead of a task per variant: same results
+    pooled = run_sweep(spec, tmp_path / "pool", backend="ray", workers=2, pool=True, progress=False)
+    assert pooled.workers == 2 and not pooled.failed
+    assert [r["metrics"] for r in pooled.rows] == [r["metrics"] for r in local.rows]
+    for k in range(6):
+        for name in ("fills.parquet", "equity.parquet", "orders.parquet"):
+            a = (tmp_path / "local" / f"{k:04d}" / name).read_bytes()
+            assert (tmp_path / "pool" / f"{k:04d}" / name).read_bytes() == a, (k, name)
     board = pq.read_table(tmp_path / "ray" / "leaderboard.parquet").to_pylist()
     sharpes = [r["sharpe"] for r in board]
     assert [r["rank"] for r in board] == list(range(1, 7))
@@ -121,6 +129,7 @@ def test_the_sweep_command_on_ray(
             "ray",
             "--workers",
             "2",
+            "--pool",
             "--metric",
             "total_return",
             "--quiet",
