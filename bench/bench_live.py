@@ -2,8 +2,10 @@
 
 A local Binance runs in a separate process: a websockets server that streams the real USD-M
 BTCUSDT and ETHUSDT recordings (``../shared/data/crypto/ws_recordings/hftbacktest``; depth
-diffs and trades only, in receive order) as fast as the client takes them, and an aiohttp
-server that answers the depth snapshot requests with each recording's own snapshot. The
+diffs and trades only, in receive order) as fast as the client takes them from the session's
+first step boundary on (ready-made frames written straight to the socket: the server is never
+the bottleneck), and an aiohttp server that answers the depth snapshot requests with each
+recording's own snapshot. The
 client is a whole paper session (``tickray.cluster.paper.run_paper``, in-process backend):
 one symbol actor with both symbols keeps both books synced and runs the quoting strategy
 through the L2 venue, stepping every 100 ms on the wall clock, while the portfolio settles
@@ -17,7 +19,9 @@ Reported:
   strategy), in this process, as the baseline of the ratio;
 - decision latency p50/p99: from the receipt of the message an order was decided on to the
   wall time its step's results came back (at most one step, 100 ms, of it is the step);
-- the peak RSS of this process.
+- the peak RSS of this process;
+- the message path alone, per stage (us per message), the CPU time of the session's process
+  per message, and the time of a first, untimed session that loads the numba-compiled code.
 """
 
 from __future__ import annotations
@@ -38,9 +42,9 @@ from tickray.cluster.paper import run_paper
 from tickray.engine.clock import MS, SECOND
 from tickray.engine.config import AccountConfig, L2Config, LiveConfig, RunConfig
 from tickray.engine.instruments import SymbolSpec
-from tickray.feeds.livebook import LiveSymbol
+from tickray.feeds.livebook import Handler, LiveSymbol
 from tickray.feeds.ws import MessageDecoder, stream_kind
-from tickray.feeds.wsrecord import read_ws_messages
+from tickray.feeds.wsrecord import WsRecorder, read_ws_messages
 
 HFT = Path("crypto") / "ws_recordings" / "hftbacktest"
 FILES = {
@@ -69,20 +73,48 @@ def _load(shared: Path) -> tuple[list[tuple[int, str]], dict[str, str]]:
     return lines, snaps
 
 
+def _frame(payload: bytes) -> bytes:
+    """One unmasked server-to-client text frame (RFC 6455 5.2) holding ``payload``."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x81, n))
+    elif n < 1 << 16:
+        head = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return head + payload
+
+
 def _server(shared: str, ports: Any) -> None:
     from aiohttp import web
     from websockets.asyncio.server import serve
 
     lines, snaps = _load(Path(shared))
-    texts = [t for _, t in lines]
+    # The messages as ready-made websocket frames, written straight to the socket in large
+    # chunks once the handshake is done: framing each message with ``ws.send`` costs the
+    # server ~15 us of Python per message, which capped what this benchmark could see of the
+    # client at ~60k messages/s; now the server sends at memory speed and never waits but on
+    # the socket's flow control.
+    frames = b"".join(_frame(t.encode()) for _, t in lines)
+    chunk = 1 << 16
 
     async def depth(request: web.Request) -> web.Response:
         return web.Response(text=snaps[request.query["symbol"].upper()])
 
     async def stream(ws: Any) -> None:
-        for text in texts:
-            await ws.send(text)
-        await asyncio.sleep(3600)
+        # the path starts with /at<ns>: the session's first step boundary, when streaming
+        # begins (what came before it would all land in the first step, and its latency
+        # count the wait for the session to start)
+        start = int(ws.request.path.split("/")[1].removeprefix("at"))
+        await asyncio.sleep(max(0.0, (start - time.time_ns()) / 1e9))
+        view = memoryview(frames)
+        try:
+            for i in range(0, len(view), chunk):
+                ws.transport.write(view[i : i + chunk])
+                await ws.drain()
+        except Exception:  # the client went away: nothing more to send
+            return
+        await ws.wait_closed()
 
     async def main() -> None:
         app = web.Application()
@@ -93,35 +125,120 @@ def _server(shared: str, ports: Any) -> None:
         await site.start()
         rest_port = runner.addresses[0][1]
         async with serve(stream, "127.0.0.1", 0, compression=None, max_queue=None) as ws:
-            ports.put((ws.sockets[0].getsockname()[1], rest_port, len(texts)))
+            ports.put((ws.sockets[0].getsockname()[1], rest_port, len(lines)))
             await asyncio.sleep(3600)
 
     asyncio.run(main())
 
 
-def _baseline(shared: Path) -> tuple[int, float]:
-    """Messages and seconds through decode + book + rows, with no network and no strategy."""
+def _baseline(shared: Path, record: Path, reps: int = 3) -> tuple[int, dict[str, float]]:
+    """Messages, and seconds per stage of the message path with no network and no strategy
+    (the best of ``reps`` runs, each stage on its own: this machine is shared): decode alone;
+    the whole path (decode, book and trade rows, a drain's tables every 2,000 messages); the
+    recorder's ``write_message`` and flushes."""
     lines, snaps = _load(shared)
+    LiveSymbol("BTCUSDT", "usdm").drain()  # imports what building tables needs, once
+    best: dict[str, float] = {}
+    for rep in range(reps):
+        for stage, secs in _stages(lines, snaps, record / str(rep)).items():
+            best[stage] = min(secs, best.get(stage, secs))
+    return len(lines), best
+
+
+def _stages(lines: list[tuple[int, str]], snaps: dict[str, str], record: Path) -> dict[str, float]:
+    secs = dict.fromkeys(("decode", "book", "rows"), 0.0)
+    clock = time.perf_counter
     decoder = MessageDecoder("usdm")
     syms = {s: LiveSymbol(s, "usdm") for s in FILES}
-    began = time.perf_counter()
+    routes: dict[str, Handler] = {}
     for s, sym in syms.items():
         sym.book.on_snapshot(0, -1, json.loads(snaps[s]))
+        for stream in (f"{s.lower()}@depth@0ms", f"{s.lower()}@trade"):
+            decoder.parser(stream)  # learned before the first message, as LiveFeed does
+            routes[stream] = sym.handler(stream_kind(stream)[1])
+    began = clock()
     for seq, (ts, text) in enumerate(lines):
+        t0 = clock()
         stream, event = decoder.decode(text)
-        assert stream is not None
-        symbol, kind = stream_kind(stream)
-        syms[symbol].handler(kind)(ts, seq, event)
+        t1 = clock()
+        routes[stream or ""](ts, seq, event)
+        t2 = clock()
+        secs["decode"] += t1 - t0
+        secs["book"] += t2 - t1
+        if seq % 2000 == 1999:  # a 100 ms step's worth at 20k messages/s
+            for sym in syms.values():
+                sym.drain()
+            secs["rows"] += clock() - t2
+    t = clock()
     for sym in syms.values():
         sym.drain()
-    return len(lines), time.perf_counter() - began
+    secs["rows"] += clock() - t
+    secs["path"] = clock() - began
+    began = clock()
+    with WsRecorder(record, "usdm") as rec:
+        for seq, (ts, text) in enumerate(lines):
+            rec.write_message(seq, ts, 1, "x@trade", text)
+    secs["recorder"] = clock() - began
+    return secs
+
+
+def _session(
+    ws_port: int, rest_port: int, seconds: int, record: str, out: Path
+) -> tuple[dict[str, Any], float]:
+    """Run one paper session against the local Binance; its live.json and wall seconds."""
+    sync = 100 * MS
+    t0 = session_start(time.time_ns() + 200 * MS, sync, 1)
+    config = RunConfig(
+        data_root="",
+        interval_ns=1,
+        symbols=tuple(FILES),
+        start_ns=t0,
+        end_ns=t0 + seconds * SECOND,
+        account=AccountConfig(initial_cash=1_000_000.0, allow_short=True),
+        l2=L2Config(
+            files=dict.fromkeys(FILES, "live"),
+            strategy="quote",
+            params={"size": 0.01, "offset": 1, "max_position": 0.05},
+            wake_ticks=1,
+            tops=False,
+        ),
+        specs={s: SymbolSpec(s, tick_size=TICKS[s], step_size=0.001) for s in FILES},
+        sync_ns=sync,
+        approval="symbol",
+        fuse=False,
+        symbols_per_actor=len(FILES),
+        live=LiveConfig(
+            market="usdm",
+            ws_url=f"ws://127.0.0.1:{ws_port}/at{t0}",
+            rest_url=f"http://127.0.0.1:{rest_port}",
+            duration_s=float(seconds),
+            on_stop="keep",
+            record=record,
+            grace_s=0.0,
+            depth="0ms",
+            stall_timeout_s=0.0,
+        ),
+    )
+    began = time.perf_counter()
+    cpu = _cpu()
+    res = run_paper(config, out, progress=False)
+    live: dict[str, Any] = json.loads((res.out / "live.json").read_text())
+    live["client_cpu_s"] = _cpu() - cpu
+    return live, time.perf_counter() - began
+
+
+def _cpu() -> float:
+    """CPU seconds of this process so far, all threads (user + system)."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return use.ru_utime + use.ru_stime
 
 
 def bench_live(shared: Path, seconds: int = 4) -> None:
     if not (shared / HFT / FILES["BTCUSDT"]).is_file():
         print(f"live: skipped, no recordings at {shared / HFT}", flush=True)
         return
-    n_base, base_s = _baseline(shared)
+    with tempfile.TemporaryDirectory(prefix="tickray-bench-live-") as tmp:
+        n_base, stage = _baseline(shared, Path(tmp) / "base-rec")
     ctx = mp.get_context("spawn")
     ports = ctx.Queue()
     server = ctx.Process(target=_server, args=(str(shared), ports), daemon=True)
@@ -129,41 +246,12 @@ def bench_live(shared: Path, seconds: int = 4) -> None:
     try:
         ws_port, rest_port, sent = ports.get(timeout=60)
         with tempfile.TemporaryDirectory(prefix="tickray-bench-live-") as tmp:
-            sync = 100 * MS
-            t0 = session_start(time.time_ns() + 200 * MS, sync, 1)
-            config = RunConfig(
-                data_root="",
-                interval_ns=1,
-                symbols=tuple(FILES),
-                start_ns=t0,
-                end_ns=t0 + seconds * SECOND,
-                account=AccountConfig(initial_cash=1_000_000.0, allow_short=True),
-                l2=L2Config(
-                    files=dict.fromkeys(FILES, "live"),
-                    strategy="quote",
-                    params={"size": 0.01, "offset": 1, "max_position": 0.05},
-                    wake_ticks=1,
-                    tops=False,
-                ),
-                specs={s: SymbolSpec(s, tick_size=TICKS[s], step_size=0.001) for s in FILES},
-                sync_ns=sync,
-                approval="symbol",
-                fuse=False,
-                symbols_per_actor=len(FILES),
-                live=LiveConfig(
-                    market="usdm",
-                    ws_url=f"ws://127.0.0.1:{ws_port}",
-                    rest_url=f"http://127.0.0.1:{rest_port}",
-                    duration_s=float(seconds),
-                    on_stop="keep",
-                    record=str(Path(tmp) / "rec"),
-                    grace_s=0.0,
-                    depth="0ms",
-                    stall_timeout_s=0.0,
-                ),
+            # a first, short session loads the numba-compiled book and venue code (from
+            # numba's disk cache, or compiling it): that is kept out of the timed session
+            _, warm_s = _session(ws_port, rest_port, 1, "", Path(tmp) / "warm")
+            live, _ = _session(
+                ws_port, rest_port, seconds, str(Path(tmp) / "rec"), Path(tmp) / "out"
             )
-            res = run_paper(config, Path(tmp) / "out", progress=False)
-            live = json.loads((res.out / "live.json").read_text())
             msgs, _ = read_ws_messages(Path(tmp) / "rec" / "ws-BTCUSDT")
             ts = msgs.column("ts").cast("int64").to_numpy()
             ws_rows = int((msgs.column("kind").to_numpy() == 0).sum())
@@ -171,9 +259,10 @@ def bench_live(shared: Path, seconds: int = 4) -> None:
     finally:
         server.kill()
     rate = ws_rows / span if span > 0 else float("nan")
-    base = n_base / base_s
+    base = n_base / stage["path"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lat = live["decision_latency"]
+    us = {k: v / n_base * 1e6 for k, v in stage.items()}
     print(
         f"live_l2_paper_2sym_usdm: {ws_rows:,} of {sent:,} messages in {span:.2f} s = "
         f"{rate:,.0f} messages/s, peak RSS {peak:.0f} MB = {rate / base:.2f}x message path "
@@ -185,6 +274,14 @@ def bench_live(shared: Path, seconds: int = 4) -> None:
         f"decision latency p50 {lat['p50_ms']:.1f} ms p99 {lat['p99_ms']:.1f} ms; "
         f"{live['books']}; target {TARGET:,} messages/s "
         f"{'met' if rate >= TARGET else 'NOT met'})",
+        flush=True,
+    )
+    print(
+        f"  message path alone, us per message: decode {us['decode']:.2f}, book and trade rows "
+        f"{us['book']:.2f}, drains' tables {us['rows']:.2f} (total {us['path']:.2f}); "
+        f"recorder {us['recorder']:.2f}; warm-up session (numba code loaded) {warm_s:.1f} s; "
+        f"the session's CPU time (all its threads, whole session) "
+        f"{live['client_cpu_s'] / ws_rows * 1e6:.1f} us per message",
         flush=True,
     )
 

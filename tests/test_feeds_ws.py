@@ -576,10 +576,10 @@ def test_decoder_parses_binance_messages_into_typed_events() -> None:
         "btcusdt@bookTicker",
         Top(50093239212, 61837.63, 3.7, 61837.64, 1.5, None),
     )
-    assert MessageDecoder("usdm").decode(FUT_DEPTH) == (
-        "btcusdt@depth@0ms",
-        DepthDiff(10, 12, 9, [61800.2, 0.014], [61800.3, 0.0], 5),
-    )
+    stream, diff = MessageDecoder("usdm").decode(FUT_DEPTH)
+    assert stream == "btcusdt@depth@0ms" and isinstance(diff, DepthDiff)
+    assert isinstance(diff.bids, np.ndarray) and diff.bids.dtype == np.float64  # levels: numpy
+    assert as_lists(diff) == DepthDiff(10, 12, 9, [61800.2, 0.014], [61800.3, 0.0], 5)
     stream, reply = spot.decode('{"result":null,"id":3}')
     assert stream is None and reply == (3, None, None)
     _, err = spot.decode('{"error":{"code":2,"msg":"Invalid request"},"id":4}')
@@ -593,6 +593,11 @@ def test_decoder_parses_binance_messages_into_typed_events() -> None:
     )
     bar = spot.decode(kline)[1]
     assert bar == ("1m", 60000, 119999, 1.0, 3.0, 0.5, 2.0, 10.0, 15.0, 9, 4.0, True)
+
+
+def as_lists(diff: DepthDiff) -> DepthDiff:
+    """``diff`` with its levels as lists (decoded diffs hold float64 arrays)."""
+    return diff._replace(bids=list(map(float, diff.bids)), asks=list(map(float, diff.asks)))
 
 
 def _edit(text: str, old: str, new: str) -> str:
@@ -892,6 +897,7 @@ def test_recorder_round_trip_equals_reading_the_hftbacktest_file(
         part_rows=20_000,
     ) as rec:
         hftbacktest_into(rec, source, "BTCUSDT")
+        rec.wait()  # the batch on the writer thread
         assert rec.parts  # full parts are finished (renamed) while recording goes on
     files = sorted(p.name for p in (tmp_path / "rec").iterdir())
     n_parts = -(-len(source.lines) // 20_000)
@@ -913,6 +919,7 @@ def test_recorder_parts_are_complete_files_even_when_a_session_dies(
     hftbacktest_into(
         rec, Source("spot", source.lines[:7500], source.rec, source.snapshot_line), "BTCUSDT"
     )
+    rec.wait()  # the writer thread is done with the batch it was given, then...
     # no close(): the process "died" with one part unfinished
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [".part-000002.parquet.tmp", "part-000000.parquet", "part-000001.parquet"]
