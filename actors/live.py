@@ -21,7 +21,8 @@ settles each step, the recorder writes the results. Only time differs:
 
 Stopping (Ctrl-C, SIGTERM, or the session's duration) happens at a step boundary. With
 ``on_stop = "flatten"`` every position is closed by a market order at the next bar's
-open (one more step), else positions are kept and marked at the last close.
+open (one more step; an order-book session cancels its orders and closes through the
+book), else positions are kept and marked at the last close.
 """
 
 from __future__ import annotations
@@ -472,8 +473,11 @@ class LiveClock:
         grace = int(live.grace_s * 1e9)
         while True:
             target = t + sync
+            ending = self.t_end is not None and t >= self.t_end  # the duration is over
+            if ending and (live.on_stop != "flatten" or flatten_at is not None):
+                break
             self._wait_until(target)
-            if self.stop_requested and flatten_at is None:
+            if (self.stop_requested or ending) and flatten_at is None:
                 self.stop_reason = self.stop_requested
                 if live.on_stop != "flatten" or t == self.t0:
                     break
@@ -493,7 +497,7 @@ class LiveClock:
             if len(res.equity):
                 self._equity = float(res.equity[-1])
             self._report(step=True)
-            if flatten_at is not None or (self.t_end is not None and t >= self.t_end):
+            if flatten_at is not None:
                 break
         last = [[inboxes[s] for s in sh if s in inboxes] for sh in self.shards]
         closing = self.backend.finish(t, last, STOP_REASON)

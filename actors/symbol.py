@@ -155,7 +155,7 @@ class SymbolActor:
                 sim = self.sims[b.symbol]
                 if c.kind == ControlKind.MARGIN and isinstance(sim, SymbolSim) and sim.perp:
                     sim.perp.set_cross_wallet(c.value)
-                elif c.kind == ControlKind.FLATTEN and isinstance(sim, SymbolSim):
+                elif c.kind == ControlKind.FLATTEN:  # bars and order books alike
                     sim.flatten_reason = c.reason or "flatten"
         return [self.sims[s].advance(until, decisions.get(s, [])) for s in symbols]
 

@@ -391,7 +391,7 @@ def build_paper_l2_config(args: argparse.Namespace) -> RunConfig:
         ws_url=args.ws_url or "",
         rest_url=args.rest_url or "",
         duration_s=duration / 1e9,
-        on_stop="keep",
+        on_stop=args.on_stop,
         record=args.record or "",
         stall_timeout_s=args.stall_timeout,
         depth=args.depth,
@@ -745,8 +745,8 @@ def parser() -> argparse.ArgumentParser:
         description="An order-book paper session: depth diffs, trades and book tickers of "
         "each symbol streamed, books kept in sync, the strategy trading on them with queue "
         "positions, latency and fees as in replay-l2. Trading rules come from the "
-        "exchange's exchangeInfo at start. Ends after --duration, or at Ctrl-C / SIGTERM; "
-        "positions are kept (see docs/paper.md).",
+        "exchange's exchangeInfo at start. Ends after --duration, or at Ctrl-C / SIGTERM, "
+        "keeping or flattening the positions (--on-stop; see docs/paper.md).",
     )
     pl.add_argument(
         "--symbols", nargs="+", required=True, help="symbols (space or comma separated)"
@@ -771,6 +771,14 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         help="seconds without a message before reconnecting (0: never; default 30)",
+    )
+    pl.add_argument(
+        "--on-stop",
+        choices=("keep", "flatten"),
+        default="keep",
+        help="at a stop (Ctrl-C, SIGTERM): keep the positions, or cancel the strategy's "
+        "orders and close them by market orders through the book in one more step "
+        "(default keep; the end of --duration keeps them)",
     )
     _add_l2_strategy_args(pl)
     pl.add_argument("--backend", choices=("local", "ray"), default="local")

@@ -241,12 +241,9 @@ def paper_l2_config(
     """The order-book session of ``symbols`` (``l2.files`` naming each as ``"live"``)
     starting at the first ``sync_ns`` boundary after ``now_ns``, with the trading rules
     ``specs`` (:func:`exchange_specs`). A session without ``live.duration_s`` runs
-    until stopped. Positions are kept at the end (an order-book venue cannot flatten
-    yet), so ``live.on_stop`` must be ``"keep"``."""
-    if live.on_stop != "keep":
-        raise ConfigError(
-            "live.on_stop: an order-book session keeps its positions at the end ('keep')"
-        )
+    until stopped. At a stop, ``live.on_stop = "flatten"`` detaches the strategy,
+    cancels its orders and closes the positions by market orders through the book in
+    one more step (see :mod:`tickray.engine.l2sim`)."""
     if sync_ns <= 0:
         raise ConfigError("run.sync: must be > 0")
     missing = sorted(set(symbols) - set(specs))

@@ -29,10 +29,12 @@ from tickray.engine.events import (
     OrderUpdate,
     Outbox,
     RiskDecision,
+    Side,
     fill_batch,
     update_batch,
 )
 from tickray.engine.l2venue import L2Venue, TickStrategy
+from tickray.engine.orders import OrderRequest
 
 I64 = npt.NDArray[np.int64]
 
@@ -61,6 +63,8 @@ class L2SymbolSim:
         self._ev: MarketEvents | None = None
         self._i = 0
         self._last_mark = 0.0
+        # set by a FLATTEN control (a live session's stop): close everything at the next step
+        self.flatten_reason = ""
         venue.attach(
             strategy,
             timer_ns=timer_ns,
@@ -105,6 +109,9 @@ class L2SymbolSim:
         if decisions:
             raise ValueError(f"{self.symbol}: an L2 replay sends no intents, got decisions")
         t = self.time
+        if self.flatten_reason:
+            self._flatten(t, self.flatten_reason)
+            self.flatten_reason = ""
         bounds = np.arange(ceil_to(t + 1, self.sync), until + 1, self.sync, dtype=np.int64)
         marks = np.empty(len(bounds))
         for k, b in enumerate(bounds.tolist()):
@@ -115,6 +122,23 @@ class L2SymbolSim:
         fb = fill_batch(fills, realized, positions) if fills else EMPTY_FILLS
         ub = update_batch(ups) if ups else EMPTY_UPDATES
         return Outbox(self.symbol, until, [], ub, fb, bounds, marks, self.venue.position)
+
+    def _flatten(self, t: int, reason: str) -> None:
+        """Close everything from ``t`` on: the strategy is detached (it is woken no more),
+        its open orders are cancelled at once, and the position is closed by a reduce-only
+        market order, which reaches the book after the venue's submit latency and fills
+        against it with the venue's impact, like any other order."""
+        v = self.venue
+        v.strategy = None
+        v.now = max(v.now, t)
+        for o in v.open_orders():
+            v.cancel_now(o.order_id, v.now, reason)
+        pos = v.position
+        if pos:
+            side = Side.SELL if pos > 0 else Side.BUY
+            v.submit(
+                OrderRequest(side=side, qty=abs(pos), reduce_only=True, tag="flatten"), note=reason
+            )
 
     def finish(self, t: int, decisions: Sequence[RiskDecision], reason: str) -> list[OrderUpdate]:
         """End of run at ``t``: cancel every open order at once."""

@@ -598,3 +598,48 @@ def test_canceling_one_oco_leg_cancels_the_other() -> None:
     v.flush(0)
     assert statuses(v, a)[-1] == "CANCELED" and statuses(v, b)[-1] == "CANCELED"
     assert reasons(v, b) == [f"OCO: order {a} canceled"]
+
+
+class _BuyAndQuote:
+    """Buys 0.005 at market on start, then keeps a bid resting far below; counts wakes."""
+
+    def __init__(self) -> None:
+        self.wakes = 0
+
+    def on_start(self, venue: L2Venue) -> None:
+        venue.submit(OrderRequest(side=Side.BUY, qty=0.005))
+        venue.submit(OrderRequest(side=Side.BUY, qty=0.1, order_type=OrderType.LIMIT, price=90.0))
+
+    def on_wake(self, venue: L2Venue) -> None:
+        self.wakes += 1
+
+
+def test_a_flatten_control_detaches_the_strategy_cancels_and_closes_by_market_order() -> None:
+    """A live order-book session stopping with on_stop = "flatten": at the next step the
+    strategy is woken no more, its open orders are cancelled, and the position is sold
+    at market through the book after the submit latency."""
+    from tickray.engine.l2sim import L2SymbolSim
+
+    tape = Tape().snapshot(10, [(100.0, 1.0), (99.9, 2.0)], [(100.1, 1.0), (100.2, 2.0)])
+    for k in range(1, 40):
+        tape.depth(10 + 100 * k, (1, 100.0, 1.0 + k / 100))
+    strategy = _BuyAndQuote()
+    v = L2Venue(SPEC, latency=ConstantLatency(submit=5, cancel=5, modify=5))
+    sim = L2SymbolSim(v, strategy, iter([tape.events()]), sync_ns=1000, t0=0, timer_ns=50)
+    first = sim.advance(2000, [])
+    assert sim.position == pytest.approx(0.005)
+    assert first.fills.size == 1
+    wakes = strategy.wakes
+    assert wakes > 0
+    sim.flatten_reason = "end of paper session"
+    out = sim.advance(3000, [])
+    assert sim.position == 0.0
+    assert strategy.wakes == wakes  # detached
+    assert not sim.venue.open_orders()
+    (fill,) = out.fills.data
+    codes = [int(x) for x in out.updates.data["status"]]
+    assert int(OrderStatus.CANCELED) in codes  # the resting bid
+    assert int(fill["side"]) == int(Side.SELL) and float(fill["price"]) == 100.0
+    assert int(fill["ts"]) >= 2000 + 5  # after the submit latency
+    sim.advance(4000, [])
+    assert sim.position == 0.0 and strategy.wakes == wakes

@@ -205,9 +205,9 @@ def test_the_paper_command(server: KlineServer, tmp_path: Path, capsys: Any) -> 
             "paper",
             str(spec),
             "--duration",
-            "3s",
+            "5s",
             "--on-stop",
-            "keep",
+            "flatten",
             "--quiet",
             "--out",
             str(tmp_path / "out"),
@@ -216,7 +216,12 @@ def test_the_paper_command(server: KlineServer, tmp_path: Path, capsys: Any) -> 
     assert rc == 0
     text = capsys.readouterr().out
     assert "paper trading AAAUSDT, BBBUSDT on spot 1s bars" in text
-    assert "3 steps" in text and "0 late bars" in text
+    # the end of the duration flattens too: one more step, whose market orders fill
+    assert "6 steps" in text and "0 late bars" in text
+    fills = tickray.load(tmp_path / "out").fills()
+    assert len(fills) >= 2  # it traded (a window-2 momentum on bars that always move) ...
+    last = fills.groupby("symbol")["position_after"].last()
+    assert (last == 0).all(), last  # ... and ended flat
     bad = tmp_path / "bad.json"
     doc = paper_spec(server.port)
     del doc["universe"]

@@ -172,8 +172,10 @@ def test_the_paper_l2_command_trades_a_live_book_with_the_exchange_s_rules_until
         "paper-l2", "--symbols", "btcusdt", "--ws-url", binance.ws_url,
         "--rest-url", binance.rest_url, "--sync", "100ms", "--size", "0.01", "--offset", "1",
         "--max-position", "0.05", "--timer", "200ms", "--quiet", "--out", str(out),
+        "--on-stop", "flatten",
     ]  # fmt: skip
-    # no --duration: the session runs until SIGTERM, then writes a complete folder
+    # no --duration: the session runs until SIGTERM, then flattens in one more step and
+    # writes a complete folder
     timer = threading.Timer(2.5, os.kill, (os.getpid(), signal.SIGTERM))
     timer.start()
     try:
@@ -189,4 +191,7 @@ def test_the_paper_l2_command_trades_a_live_book_with_the_exchange_s_rules_until
     assert live["books"]["BTCUSDT"]["gaps"] == 0 and live["messages"] > 500
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["specs"]["BTCUSDT"]["min_notional"] == 5.0  # from exchangeInfo
-    assert len(tickray.load(out).fills()) >= 1
+    fills = tickray.load(out).fills()
+    assert len(fills) >= 1
+    assert (fills["position_after"] != 0).any()  # it held a position ...
+    assert fills["position_after"].iloc[-1] == 0  # ... and ended flat
