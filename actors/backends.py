@@ -287,6 +287,13 @@ class RayBackend:
         return [w.node for w in getattr(self, "watched", [])]
 
     @property
+    def checkpoints(self) -> int:
+        """Checkpoints taken (all actors): what recovery cost this run."""
+        port = getattr(self, "portfolio_watch", None)
+        ws = [*getattr(self, "watched", []), *([port] if port is not None else [])]
+        return sum(w.checkpoints for w in ws)
+
+    @property
     def recoveries(self) -> list[dict[str, Any]]:
         sup = getattr(self, "supervisor", None)
         return list(sup.recoveries) if sup is not None else []

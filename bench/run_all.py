@@ -103,6 +103,7 @@ class Case:
     seconds: float
     rss_mb: float
     result: RunResult
+    run_json: dict[str, Any]
 
     @property
     def rate(self) -> float:
@@ -125,7 +126,8 @@ def run_case(name: str, cfg: RunConfig, events: int, baseline: Case | None = Non
             began = time.perf_counter()
             res = run_backtest(cfg, out)
             seconds = time.perf_counter() - began
-        case = Case(name, events, seconds, rss.peak / 2**20, res)
+        info = json.loads((res.out / "run.json").read_text())
+        case = Case(name, events, seconds, rss.peak / 2**20, res, info)
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
     print(case.line(baseline), flush=True)
@@ -172,12 +174,27 @@ def bench_ray(n_symbols: int, days: int, quick: bool) -> None:
                 config(root, symbols, n_bars, **kw),
                 events,
             )
-            run_case(
+            ray_case = run_case(
                 f"ray_{n_symbols}sym_{days}d_sync1h_2actors_{approval}",
                 config(root, symbols, n_bars, backend="ray", **kw),
                 events,
                 baseline=base,
             )
+            if approval == "portfolio":
+                # the cost of recovery: a checkpoint of every actor after each call that
+                # ends at least 1 s after its last one (the default is 60 s)
+                cfg = config(root, symbols, n_bars, backend="ray", checkpoint_every_ns=10**9, **kw)
+                c = run_case(
+                    f"ray_{n_symbols}sym_{days}d_sync1h_2actors_{approval}_checkpoint1s",
+                    cfg,
+                    events,
+                    baseline=ray_case,
+                )
+                took = c.run_json["checkpoints"]
+                print(
+                    f"  ({took} checkpoints in {c.seconds:.1f} s; the ratio is against "
+                    "the same run with the default 60 s)"
+                )
         if not quick:
             cfg = config(
                 root, symbols, n_bars, backend="ray", sync_ns=MINUTE, symbols_per_actor=per_actor

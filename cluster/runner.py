@@ -537,6 +537,7 @@ def run_info(config: RunConfig, clock: Clock | LiveClock) -> dict[str, Any]:
         "placement": list(getattr(clock.backend, "placement", [])),
         # actor processes that died and were restored (tickray.actors.supervise)
         "recoveries": list(getattr(clock.backend, "recoveries", [])),
+        "checkpoints": int(getattr(clock.backend, "checkpoints", 0)),
     }
 
 

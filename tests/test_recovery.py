@@ -244,7 +244,8 @@ def test_a_killed_symbol_actor_is_restored_and_the_results_are_byte_identical(
     assert "Error" in rec["error"]
     # an undisturbed Ray run logs none
     calm = run_backtest(ray_cfg, tmp_path / "calm")
-    assert json.loads((calm.out / "run.json").read_text())["recoveries"] == []
+    info = json.loads((calm.out / "run.json").read_text())
+    assert info["recoveries"] == [] and info["checkpoints"] >= 3
 
 
 @pytest.mark.ray
