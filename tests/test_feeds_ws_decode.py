@@ -211,7 +211,7 @@ decimals = st.builds(
 )
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.lists(st.tuples(decimals, decimals), max_size=6))
 def test_scanner_reads_plain_decimals_as_float_does_or_gives_up(
     levels: list[tuple[str, str]],
