@@ -14,9 +14,10 @@ import argparse
 import json
 import secrets
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tickray.cluster.spec import (
     check_document,
@@ -33,6 +34,9 @@ from tickray.engine.config import (
 )
 from tickray.engine.instruments import SymbolSpec
 from tickray.engine.strategies import ParamError, strategy_names
+
+if TYPE_CHECKING:
+    from tickray.feeds.recordings import Recording
 
 DEMO_STRATEGY = "momentum"
 DEMO_PARAMS: dict[str, Any] = {"window": 60, "threshold": 0.01}
@@ -307,22 +311,42 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if result.failed and len(result.failed) == len(result.rows) else 0
 
 
+def _l2_recordings(path: Path) -> Iterator[tuple[Recording, str]]:
+    """The recordings a ``replay-l2`` argument names, each with what ``l2.files`` takes: a
+    Binance recording file (``.ws.gz``), one folder of a paper session's recorder
+    (``ws-<SYMBOL>``, every symbol it holds), or the session's record folder (each of its
+    ``ws-*`` folders)."""
+    from tickray.feeds.recordings import read_binance_recording
+    from tickray.feeds.wsrecord import PART_GLOB, read_ws_recording, recorded_symbols
+
+    if not path.is_dir():
+        yield read_binance_recording(path), str(path)
+        return
+    if any(path.glob(PART_GLOB)):
+        leaves = [path]
+    else:
+        leaves = sorted(p for p in path.iterdir() if p.is_dir() and p.name.startswith("ws-"))
+    if not leaves:
+        raise UsageError(f"files: {path} holds no recording (no {PART_GLOB}, no ws-* folders)")
+    for leaf in leaves:
+        for symbol in recorded_symbols(leaf):
+            yield read_ws_recording(leaf, symbol), str(leaf)
+
+
 def build_l2_config(args: argparse.Namespace) -> RunConfig:
     """An order-book replay of recordings (one per symbol) with a tick strategy."""
     from tickray.engine.clock import ceil_to, floor_to
     from tickray.engine.config import L2Config
     from tickray.feeds.l2events import infer_grid, recording_span
-    from tickray.feeds.recordings import read_binance_recording
 
     sync = duration_ns(args.sync)
     files: dict[str, str] = {}
     specs: dict[str, SymbolSpec] = {}
     first, last = [], []
-    for path in args.files:
-        rec = read_binance_recording(path)
+    for rec, where in (r for path in args.files for r in _l2_recordings(Path(path))):
         if rec.symbol in files:
             raise UsageError(f"files: two recordings of {rec.symbol}; give one per symbol")
-        files[rec.symbol] = str(path)
+        files[rec.symbol] = where
         tick, lot = infer_grid(rec)
         specs[rec.symbol] = SymbolSpec(rec.symbol, tick_size=tick, step_size=lot)
         span = recording_span(rec)
@@ -730,7 +754,12 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "replay-l2", help="replay recorded order books with a quoting strategy, fills on the book"
     )
-    r.add_argument("files", nargs="+", help="Binance websocket recordings (.ws.gz), one per symbol")
+    r.add_argument(
+        "files",
+        nargs="+",
+        help="Binance websocket recordings (.ws.gz), one per symbol, or the folders a paper "
+        "session's recorder wrote (--record)",
+    )
     r.add_argument("--sync", default="1s", help="step length: marks and equity (default 1s)")
     _add_l2_strategy_args(r)
     r.add_argument("--backend", choices=("local", "ray"), default="local")

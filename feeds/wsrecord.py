@@ -343,9 +343,19 @@ def _market(meta: Mapping[str, str], path: str | Path) -> Market:
     raise DataError(f"{path}: metadata tickray.market is {market!r}, expected 'spot' or 'usdm'")
 
 
-def _only_symbol(table: pa.Table, path: str | Path) -> str:
+def _symbols_of(table: pa.Table) -> list[str]:
     streams = table.column("stream").unique().drop_null().to_pylist()
-    symbols = sorted({s.partition("@")[0].upper() for s in streams})
+    return sorted({s.partition("@")[0].upper() for s in streams})
+
+
+def recorded_symbols(path: str | Path) -> list[str]:
+    """The symbols whose streams a recording (directory or part file) holds, sorted."""
+    table, _ = read_ws_messages(path)
+    return _symbols_of(table)
+
+
+def _only_symbol(table: pa.Table, path: str | Path) -> str:
+    symbols = _symbols_of(table)
     if len(symbols) != 1:
         raise DataError(f"{path}: recording holds symbols {symbols}: pass symbol=")
     return str(symbols[0])

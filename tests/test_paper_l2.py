@@ -160,6 +160,17 @@ def test_a_quoting_session_on_a_live_book_replays_to_the_same_fills(
     again = tickray.load(replay.out)
     assert fills.equals(again.fills())
     assert paper.orders().drop(columns=["reason"]).equals(again.orders().drop(columns=["reason"]))
+    # the same recording from the command line: the session's record folder
+    from tickray.cluster.cli import main
+
+    argv = [
+        "replay-l2", str(rec), "--sync", "100ms", "--size", "0.01", "--offset", "1",
+        "--max-position", "0.05", "--timer", "200ms", "--fee", "0.001", "--maker-fee", "0.001",
+        "--quiet", "--out", str(tmp_path / "cli"),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    cli = tickray.load(tmp_path / "cli")
+    assert fills.equals(cli.fills())
 
 
 def test_the_paper_l2_command_trades_a_live_book_with_the_exchange_s_rules_until_sigterm(
@@ -195,3 +206,13 @@ def test_the_paper_l2_command_trades_a_live_book_with_the_exchange_s_rules_until
     assert len(fills) >= 1
     assert (fills["position_after"] != 0).any()  # it held a position ...
     assert fills["position_after"].iloc[-1] == 0  # ... and ended flat
+
+
+def test_replay_l2_refuses_a_folder_without_a_recording(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tickray.cluster.cli import main
+
+    (tmp_path / "empty").mkdir()
+    assert main(["replay-l2", str(tmp_path / "empty"), "--quiet"]) == 2
+    assert "holds no recording (no" in capsys.readouterr().err
