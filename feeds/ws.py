@@ -689,7 +689,7 @@ class _Trade(msgspec.Struct):
 
 class _AggTrade(msgspec.Struct):
     s: str
-    a: int
+    t: int = msgspec.field(name="a")  # the aggregate trade id, read as a trade's id
     p: str
     q: str
     m: bool
@@ -765,8 +765,12 @@ def _fast_depth(stream: str, symbol: str, futures: bool) -> _FastParser:
     return parse_spot
 
 
-def _fast_trade(stream: str, symbol: str) -> _FastParser:
-    trade = msgspec.json.Decoder(_Envelope[_Trade]).decode
+def _fast_trade(
+    stream: str, symbol: str, kind: type[_Trade] | type[_AggTrade] = _Trade
+) -> _FastParser:
+    """A trade or (``kind=_AggTrade``) aggTrade message: its id, price, qty, side, time."""
+    envelope: Any = _Envelope[kind]  # type: ignore[valid-type]
+    trade: Callable[[str], Any] = msgspec.json.Decoder(envelope).decode
 
     def parse(text: str) -> Event | None:
         try:
@@ -778,23 +782,6 @@ def _fast_trade(stream: str, symbol: str) -> _FastParser:
         if m.stream != stream or d.s != symbol or not (0.0 <= p < _INF and 0.0 <= q < _INF):
             return None
         return Trade(d.t, p, q, d.m, d.T)
-
-    return parse
-
-
-def _fast_agg_trade(stream: str, symbol: str) -> _FastParser:
-    agg = msgspec.json.Decoder(_Envelope[_AggTrade]).decode
-
-    def parse(text: str) -> Event | None:
-        try:
-            m = agg(text)
-            d = m.data
-            p, q = float(d.p), float(d.q)
-        except (msgspec.DecodeError, ValueError):
-            return None
-        if m.stream != stream or d.s != symbol or not (0.0 <= p < _INF and 0.0 <= q < _INF):
-            return None
-        return Trade(d.a, p, q, d.m, d.T)
 
     return parse
 
@@ -826,7 +813,7 @@ def _fast_parser(stream: str, symbol: str, kind: StreamKind, futures: bool) -> _
     if kind is StreamKind.TRADE:
         return _fast_trade(stream, symbol)
     if kind is StreamKind.AGG_TRADE:
-        return _fast_agg_trade(stream, symbol)
+        return _fast_trade(stream, symbol, _AggTrade)
     if kind is StreamKind.BOOK_TICKER:
         return _fast_top(stream, symbol)
     return None
