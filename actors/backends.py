@@ -306,8 +306,8 @@ class RayBackend:
         ]
 
     def collect(self, pending: Pending) -> list[Outbox]:
-        sup = self.supervisor
-        return [ob for seq in pending for ob in decode_outboxes(sup.get(seq))]
+        frames = self.supervisor.get_many(pending)
+        return [ob for frame in frames for ob in decode_outboxes(frame)]
 
     def settle(
         self,
@@ -329,7 +329,7 @@ class RayBackend:
             sup.send(w, "finish", t, encode_inboxes(boxes), reason)
             for w, boxes in zip(self.watched, inboxes, strict=True)
         ]
-        return [ob for seq in seqs for ob in decode_outboxes(sup.get(seq))]
+        return [ob for frame in sup.get_many(seqs) for ob in decode_outboxes(frame)]
 
     def summary(self) -> dict[str, Any]:
         if self.portfolio_watch is None:

@@ -111,10 +111,29 @@ class Supervisor:
                     raise
                 self.recover(w, exc)
                 continue
-            del self._refs[seq]
-            if w.pending is not None and w.pending[1] <= seq:
-                self._keep_checkpoint(w)
+            self._done(seq, w)
             return out
+
+    def get_many(self, seqs: list[int]) -> list[Any]:
+        """The results of the calls ``seqs``, fetched in one ``ray.get`` (one by one, with
+        recovery, when an actor of them died)."""
+        refs = [self._refs[seq][1] for seq in seqs]
+        try:
+            outs: list[Any] = self._ray.get(refs)
+        except self._lost:
+            if not self.enabled:
+                raise
+            return [self.get(seq) for seq in seqs]
+        for seq in seqs:
+            self._done(seq, self._refs[seq][0])
+        return outs
+
+    def _done(self, seq: int, w: Watched) -> None:
+        """Call ``seq`` of ``w`` has its result: forget it, and keep a checkpoint taken
+        after it."""
+        del self._refs[seq]
+        if w.pending is not None and w.pending[1] <= seq:
+            self._keep_checkpoint(w)
 
     def _keep_checkpoint(self, w: Watched) -> None:
         assert w.pending is not None
