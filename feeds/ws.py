@@ -730,28 +730,13 @@ def _fast_depth(stream: str, symbol: str, futures: bool) -> _FastParser:
             np.array(asks, dtype=np.float64).reshape(-1),
         )
 
-    if futures:
-        fut = msgspec.json.Decoder(_Envelope[_FutDepth]).decode
+    # USD-M diffs carry pu (the previous diff's u); spot ones do not
+    envelope: Any = _Envelope[_FutDepth] if futures else _Envelope[_SpotDepth]
+    decode = msgspec.json.Decoder(envelope).decode
 
-        def parse_fut(text: str) -> Event | None:
-            try:
-                m = fut(text)
-            except msgspec.DecodeError:
-                return None
-            d = m.data
-            if m.stream != stream or d.s != symbol or d.u < d.U:
-                return None
-            sides = both(d.b, d.a)
-            if sides is None:
-                return None
-            return DepthDiff(d.U, d.u, d.pu, sides[0], sides[1], d.E)
-
-        return parse_fut
-    spot = msgspec.json.Decoder(_Envelope[_SpotDepth]).decode
-
-    def parse_spot(text: str) -> Event | None:
+    def parse(text: str) -> Event | None:
         try:
-            m = spot(text)
+            m = decode(text)
         except msgspec.DecodeError:
             return None
         d = m.data
@@ -760,9 +745,9 @@ def _fast_depth(stream: str, symbol: str, futures: bool) -> _FastParser:
         sides = both(d.b, d.a)
         if sides is None:
             return None
-        return DepthDiff(d.U, d.u, None, sides[0], sides[1], d.E)
+        return DepthDiff(d.U, d.u, d.pu if futures else None, sides[0], sides[1], d.E)
 
-    return parse_spot
+    return parse
 
 
 def _fast_trade(
