@@ -52,10 +52,12 @@ session can be replayed exactly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
 import re
+import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -64,6 +66,7 @@ from enum import IntEnum
 from itertools import chain
 from typing import Annotated, Any, Generic, Literal, NamedTuple, Protocol, TypeVar
 
+import aiohttp
 import msgspec
 import numpy as np
 import numpy.typing as npt
@@ -946,6 +949,64 @@ class WsStats:
         }
 
 
+Transport = Literal["websockets", "aiohttp"]
+TRANSPORTS: tuple[str, ...] = ("websockets", "aiohttp")
+
+
+class _Abort:
+    """``transport.abort()`` of an aiohttp connection: shuts its socket down (no closing
+    handshake), so that a pending receive ends at once."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+
+    def abort(self) -> None:
+        sock = self._ws.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class _AiohttpConnection:
+    """The part of websockets' ``ClientConnection`` that :class:`BinanceWs` uses (``recv``,
+    ``send``, ``close``, ``transport.abort``, ``state``), over an aiohttp client websocket.
+
+    aiohttp parses frames in compiled code: receiving costs about 1.5 us per message
+    against about 6 for websockets' Python protocol (``make bench``), which matters at tens
+    of thousands of depth messages a second. It answers the server's pings by itself
+    (``autoping``) and sends its own every ``heartbeat`` s, dropping the connection when
+    the pong does not come within half of that.
+    """
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+        self.transport = _Abort(ws)
+
+    @property
+    def state(self) -> State:
+        return State.CLOSED if self._ws.closed else State.OPEN
+
+    async def recv(self) -> str | bytes:
+        try:
+            msg = await self._ws.receive()
+        except RuntimeError as exc:  # "Concurrent call to receive() is not allowed"
+            raise ConcurrencyError(str(exc)) from None
+        kind = msg.type
+        if kind is aiohttp.WSMsgType.TEXT or kind is aiohttp.WSMsgType.BINARY:
+            data: str | bytes = msg.data
+            return data
+        raise ConnectionClosed(None, None)  # CLOSE, CLOSING, CLOSED or ERROR
+
+    async def send(self, text: str) -> None:
+        try:
+            await self._ws.send_str(text)
+        except (ConnectionError, aiohttp.ClientError) as exc:
+            raise ConnectionClosed(None, None) from exc
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._ws.close(code=code, message=reason.encode())
+
+
 def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
     """Seconds to wait before retry ``attempt`` (0-based): ``min(cap, base * 2**attempt)``
     scaled by a jitter factor in [0.5, 1)."""
@@ -975,6 +1036,10 @@ class BinanceWs:
     dozen messages. ``strict``: raise DataError on a malformed message instead of
     counting and skipping it. ``sink``: gets every raw message (see :class:`MessageSink`).
     ``sleep``: used for the backoff (inject it to observe or skip the waits).
+    ``transport``: ``"websockets"`` (the default) or ``"aiohttp"``, whose compiled frame
+    parser receives about 4x cheaper (:class:`_AiohttpConnection`; ``ping_interval`` is
+    its heartbeat, the pong wait half of it; ``max_queue`` does not apply); everything
+    else (reconnects, watchdog, scheduled reconnects, control requests) is the same.
     """
 
     def __init__(
@@ -1000,8 +1065,13 @@ class BinanceWs:
         strict: bool = False,
         sink: MessageSink | None = None,
         sleep: Sleep = asyncio.sleep,
+        transport: Transport = "websockets",
     ) -> None:
         self.market: Market = _check_market(market)
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport: must be one of {TRANSPORTS}, got {transport!r}")
+        self.transport: Transport = transport
+        self._http: aiohttp.ClientSession | None = None
         names: list[str] = []
         for item in streams:
             for name in item.streams(self.market) if isinstance(item, Subscription) else (item,):
@@ -1037,7 +1107,7 @@ class BinanceWs:
         self.last_seq = -1
         self._last_ts = -(1 << 63)
         self._received = 0
-        self._conn: ClientConnection | None = None
+        self._conn: ClientConnection | _AiohttpConnection | None = None
         self._end_reason: str | None = None
         self._closed = False
         self._next_id = 1
@@ -1088,6 +1158,9 @@ class BinanceWs:
         conn = self._conn
         if conn is not None:
             await self._close_draining(conn)
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
 
     async def subscribe(self, streams: Iterable[str], timeout: float = 5.0) -> None:
         """Add streams on the open connection (and to every reconnect's URL).
@@ -1173,7 +1246,7 @@ class BinanceWs:
         self.stats.errors += 1
         self.stats.error_log.append(text)
 
-    async def _close_draining(self, conn: ClientConnection) -> None:
+    async def _close_draining(self, conn: ClientConnection | _AiohttpConnection) -> None:
         """Close with code 1000 while discarding what is still queued.
 
         When nobody reads, ``websockets`` stops reading the socket once its queue is full, so
@@ -1188,13 +1261,15 @@ class BinanceWs:
             pass
         await closing
 
-    async def _close_conn(self, conn: ClientConnection, code: int, reason: str) -> None:
+    async def _close_conn(
+        self, conn: ClientConnection | _AiohttpConnection, code: int, reason: str
+    ) -> None:
         try:
             await asyncio.wait_for(conn.close(code, reason), self.close_timeout)
-        except (TimeoutError, OSError, WebSocketException):
+        except (TimeoutError, OSError, WebSocketException, aiohttp.ClientError):
             conn.transport.abort()
 
-    async def _watchdog(self, conn: ClientConnection) -> None:
+    async def _watchdog(self, conn: ClientConnection | _AiohttpConnection) -> None:
         """Close ``conn`` when it has been silent for ``stall_timeout`` s or is too old."""
         loop = asyncio.get_running_loop()
         opened = last_change = loop.time()
@@ -1219,7 +1294,9 @@ class BinanceWs:
                 return
             await asyncio.sleep(max(wake, 0.001))
 
-    async def _connect(self, attempt: int) -> ClientConnection | None:
+    async def _connect(self, attempt: int) -> ClientConnection | _AiohttpConnection | None:
+        if self.transport == "aiohttp":
+            return await self._connect_aiohttp()
         try:
             return await connect(
                 self.url,
@@ -1238,6 +1315,28 @@ class BinanceWs:
             self.stats.connect_failures += 1
             self._record_error(f"connect to {self.base_url} failed: {type(exc).__name__}: {exc}")
             return None
+
+    async def _connect_aiohttp(self) -> _AiohttpConnection | None:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(trust_env=self.proxy is True)
+        try:
+            ws = await asyncio.wait_for(
+                self._http.ws_connect(
+                    self.url,
+                    autoping=True,
+                    heartbeat=self.ping_interval,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=self.close_timeout),
+                    compress=15 if self.compression == "deflate" else 0,
+                    max_msg_size=1 << 22,
+                    proxy=self.proxy if isinstance(self.proxy, str) else None,
+                ),
+                self.open_timeout,
+            )
+        except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+            self.stats.connect_failures += 1
+            self._record_error(f"connect to {self.base_url} failed: {type(exc).__name__}: {exc}")
+            return None
+        return _AiohttpConnection(ws)
 
     async def _backoff(self, attempt: int) -> None:
         if self.max_retries is not None and attempt >= self.max_retries:

@@ -48,6 +48,7 @@ from tickray.feeds.schemas import DataError, ts_numpy
 from tickray.feeds.ws import (
     CONNECTION_LIFETIME_S,
     DEFAULT_MAX_LIFETIME_S,
+    TRANSPORTS,
     BinanceWs,
     DepthDiff,
     Kline,
@@ -977,14 +978,17 @@ async def live_session(
 
 @pytest.mark.network
 @pytest.mark.realdata
-@pytest.mark.parametrize("market", ["spot", "usdm"])
+@pytest.mark.parametrize(
+    ("market", "transport"),
+    [("spot", "websockets"), ("usdm", "websockets"), ("spot", "aiohttp"), ("usdm", "aiohttp")],
+)
 def test_live_book_syncs_like_the_recording_and_matches_every_book_ticker(
-    shared_data: Path, tmp_path: Path, market: str
+    shared_data: Path, tmp_path: Path, market: str, transport: str
 ) -> None:
     source = load_source(shared_data, market)
     server = FakeBinance(source, PREFIX[market])
     checker = TopChecker(TopsOracle(source.rec))
-    feed, ws, _ = run(live_session(server, checker=checker))
+    feed, ws, _ = run(live_session(server, checker=checker, ws_options={"transport": transport}))
     book = feed.book("BTCUSDT")
     assert checker.mismatches == [] and checker.compared > 300 and checker.syncs_compared == 1
     assert (book.stats.syncs, book.stats.gaps, book.stats.resyncs, book.stats.fetch_errors) == (
@@ -1050,7 +1054,10 @@ def test_dropped_and_reordered_diffs_are_gaps_that_resync_from_a_new_snapshot(
 
 @pytest.mark.network
 @pytest.mark.realdata
-def test_dropped_connection_reconnects_with_seeded_backoff_and_resyncs(shared_data: Path) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_dropped_connection_reconnects_with_seeded_backoff_and_resyncs(
+    shared_data: Path, transport: str
+) -> None:
     source = load_source(shared_data, "spot")
     server = FakeBinance(source, PREFIX["spot"], lose_on_reconnect=150)
     server.disconnect = {server.depth_lines()[200]}
@@ -1060,7 +1067,8 @@ def test_dropped_connection_reconnects_with_seeded_backoff_and_resyncs(shared_da
         slept.append(seconds)
 
     checker = TopChecker(TopsOracle(source.rec))
-    feed, ws, _ = run(live_session(server, checker=checker, ws_options={"sleep": fake_sleep}))
+    options = {"sleep": fake_sleep, "transport": transport}
+    feed, ws, _ = run(live_session(server, checker=checker, ws_options=options))
     assert (ws.stats.connects, ws.stats.reconnects, ws.stats.drops, ws.stats.stalls) == (2, 1, 1, 0)
     assert slept == [backoff_delay(0, 0.01, 0.05, random.Random(7))]
     assert len(ws.stats.reconnect_times_ns) == 1
@@ -1074,14 +1082,16 @@ def test_dropped_connection_reconnects_with_seeded_backoff_and_resyncs(shared_da
 
 @pytest.mark.network
 @pytest.mark.realdata
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_watchdog_reconnects_a_silent_connection_and_nothing_lost_needs_no_resync(
-    shared_data: Path,
+    shared_data: Path, transport: str
 ) -> None:
     source = load_source(shared_data, "usdm")
     server = FakeBinance(source, PREFIX["usdm"])
     server.stall = {server.depth_lines()[300]}
     checker = TopChecker(TopsOracle(source.rec))
-    feed, ws, _ = run(live_session(server, checker=checker, ws_options={"stall_timeout": 0.3}))
+    options = {"stall_timeout": 0.3, "transport": transport}
+    feed, ws, _ = run(live_session(server, checker=checker, ws_options=options))
     assert (ws.stats.stalls, ws.stats.reconnects, ws.stats.drops) == (1, 1, 0)
     # the replay resumes where it stopped: the diff sequence goes on unbroken
     stats = feed.book("BTCUSDT").stats
@@ -1091,11 +1101,13 @@ def test_watchdog_reconnects_a_silent_connection_and_nothing_lost_needs_no_resyn
 
 @pytest.mark.network
 @pytest.mark.realdata
-def test_connection_is_renewed_before_its_scheduled_end(shared_data: Path) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_connection_is_renewed_before_its_scheduled_end(shared_data: Path, transport: str) -> None:
     source = load_source(shared_data, "spot")
     server = FakeBinance(source, PREFIX["spot"])  # about 0.9 s
     checker = TopChecker(TopsOracle(source.rec))
-    feed, ws, _ = run(live_session(server, checker=checker, ws_options={"max_lifetime": 0.25}))
+    options = {"max_lifetime": 0.25, "transport": transport}
+    feed, ws, _ = run(live_session(server, checker=checker, ws_options=options))
     # about 3 renewals in a 0.9 s session; fewer when the machine is slow and the first
     # connection drains a backlog at its close (what was sent on it is still read)
     assert ws.stats.scheduled >= 1 and ws.stats.reconnects == ws.stats.scheduled
@@ -1145,13 +1157,21 @@ def test_malformed_messages_are_counted_named_and_skipped(shared_data: Path) -> 
 
 @pytest.mark.network
 @pytest.mark.realdata
-def test_subscribe_and_unsubscribe_on_an_open_connection(shared_data: Path) -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_subscribe_and_unsubscribe_on_an_open_connection(shared_data: Path, transport: str) -> None:
     source = load_source(shared_data, "spot")
     server = FakeBinance(source, PREFIX["spot"])
 
     async def scenario() -> tuple[BinanceWs, list[WsMessage]]:
         async with local_binance(server) as (url, _):
-            ws = BinanceWs("spot", ["btcusdt@trade"], base_url=url, proxy=None, stall_timeout=None)
+            ws = BinanceWs(
+                "spot",
+                ["btcusdt@trade"],
+                base_url=url,
+                proxy=None,
+                stall_timeout=None,
+                transport="aiohttp" if transport == "aiohttp" else "websockets",
+            )
             got: list[WsMessage] = []
             async with ws:
                 it = aiter(ws)
@@ -1160,7 +1180,7 @@ def test_subscribe_and_unsubscribe_on_an_open_connection(shared_data: Path) -> N
                 while not task.done() or not any(m.stream == "btcusdt@bookTicker" for m in got):
                     got.append(await anext(it))
                 await task
-                # Binance pings; websockets answers by itself while the consumer is busy
+                # Binance pings; either library answers by itself while the consumer is busy
                 server_conn = next(iter(ws_server_conns))
                 pong = await server_conn.ping()
                 while not pong.done():
@@ -1196,7 +1216,8 @@ def test_subscribe_and_unsubscribe_on_an_open_connection(shared_data: Path) -> N
 
 
 @pytest.mark.network
-def test_unreachable_server_retries_with_backoff_then_gives_up() -> None:
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_unreachable_server_retries_with_backoff_then_gives_up(transport: str) -> None:
     async def scenario() -> tuple[BinanceWs, list[float]]:
         # a port that was just free: nothing listens there
         probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
@@ -1216,6 +1237,7 @@ def test_unreachable_server_retries_with_backoff_then_gives_up() -> None:
             max_retries=3,
             sleep=fake_sleep,
             proxy=None,
+            transport="aiohttp" if transport == "aiohttp" else "websockets",
         )
         with pytest.raises(WsError, match="gave up after 4 failed connection attempts"):
             async for _ in ws:
