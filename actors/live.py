@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 
 from tickray.actors.backends import Backend, Call, cpu_count
 from tickray.actors.clock import ClockStats, RunInterrupted, shard
+from tickray.actors.feedproc import BookFeedProcess
 from tickray.actors.progress import Progress
 from tickray.actors.recorder import Recorder
 from tickray.actors.symbol import SymbolActor
@@ -50,7 +51,7 @@ from tickray.engine.config import LiveConfig, RunConfig
 from tickray.engine.events import Control, ControlKind, Inbox, OrderStatus, Outbox
 from tickray.engine.portfolio import SettleResult, concat_updates
 from tickray.feeds.l2events import continued_events, recording_events
-from tickray.feeds.livebook import LiveFeed, SymbolBatch, rest_snapshot_fetcher
+from tickray.feeds.livebook import LiveFeed, SymbolBatch, rest_snapshot_fetcher, warm_up
 from tickray.feeds.recordings import Recording
 from tickray.feeds.rest import BinanceRest
 from tickray.feeds.ws import BinanceWs, Kline, Market, Subscription, stream_kind
@@ -192,6 +193,7 @@ class _Feed(_Session):
             base_url=live.ws_url or None,
             stall_timeout=live.stall_timeout_s or None,
             sink=self.recorder,
+            transport="aiohttp" if live.transport == "aiohttp" else "websockets",
         )
         self.error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -214,7 +216,7 @@ class _Feed(_Session):
                         bars.push(recv_ns, data)
 
 
-class _BookFeed(_Session):
+class BookFeed(_Session):
     """The depth, trade and book-ticker streams of one actor's symbols, with books kept in
     sync (:class:`~tickray.feeds.livebook.LiveFeed`), on its own thread and event loop.
 
@@ -235,6 +237,7 @@ class _BookFeed(_Session):
             base_url=live.ws_url or None,
             stall_timeout=live.stall_timeout_s or None,
             sink=self.recorder,
+            transport="aiohttp" if live.transport == "aiohttp" else "websockets",
         )
         self.feed: LiveFeed | None = None
         self.error: BaseException | None = None
@@ -242,6 +245,9 @@ class _BookFeed(_Session):
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._main, name="tickray-live-book", daemon=True)
         self.thread.start()
+
+    def wait_ready(self) -> None:
+        """Wait (10 s at most) until the feed's books exist: it is connecting then."""
         self._ready.wait(10.0)
 
     def _main(self) -> None:
@@ -254,6 +260,7 @@ class _BookFeed(_Session):
 
     async def _run(self) -> None:
         self.loop = asyncio.get_running_loop()
+        warm_up(self.market)  # before connecting: nothing waits on the socket meanwhile
         async with BinanceRest(self.market, base_url=self.live.rest_url or None) as rest:
             self.feed = LiveFeed(self.ws, rest_snapshot_fetcher(rest))
             self._ready.set()
@@ -286,7 +293,7 @@ class _LiveEvents:
     ``next`` drains what the book applied since the last one (an empty batch when
     nothing came, or before the first sync)."""
 
-    def __init__(self, feed: _BookFeed, symbol: str, tops: bool) -> None:
+    def __init__(self, feed: BookFeed | BookFeedProcess, symbol: str, tops: bool) -> None:
         self.feed = feed
         self.symbol = symbol
         self.tops = tops
@@ -331,42 +338,52 @@ class LiveSymbolActor(SymbolActor):
         live = config.live
         if live is None:
             raise ValueError("a live symbol actor needs config.live")
-        record = Path(live.record) / f"ws-{min(symbols)}" if live.record else None
         self._live_bars = {s: LiveBars(s, config.interval_ns, t0) for s in symbols}
-        self._book_feed: _BookFeed | None = None
+        #: Order-book feeds, each of ``live.symbols_per_feed`` symbols, and each symbol's.
+        self._book_feeds: list[BookFeed | BookFeedProcess] = []
+        self._book_feed: dict[str, BookFeed | BookFeedProcess] = {}
         self._feed: _Feed | None = None
         if config.l2 is not None:
-            self._book_feed = _BookFeed(live, symbols, config.l2.tops, record)
+            make = BookFeedProcess if live.feed == "process" else BookFeed
+            names = sorted(symbols)
+            for i in range(0, len(names), live.symbols_per_feed):
+                group = names[i : i + live.symbols_per_feed]
+                feed = make(live, group, config.l2.tops, _record_folder(live, group))
+                self._book_feeds.append(feed)
+                self._book_feed |= dict.fromkeys(group, feed)
+            for feed in self._book_feeds:  # started together, then waited for
+                feed.wait_ready()
         super().__init__(config, symbols, t0, strategies)
         if config.l2 is None:
             interval = format_duration(config.interval_ns)
-            self._feed = _Feed(live, interval, self._live_bars, record)
+            self._feed = _Feed(live, interval, self._live_bars, _record_folder(live, symbols))
 
     def _bar_source(self, config: RunConfig, symbol: str, interval: str) -> Any:
         return self._live_bars[symbol]
 
     def _l2_events(self, config: RunConfig, symbol: str) -> Iterator[MarketEvents]:
-        assert self._book_feed is not None and config.l2 is not None
-        return _LiveEvents(self._book_feed, symbol, config.l2.tops)
+        assert config.l2 is not None
+        return _LiveEvents(self._book_feed[symbol], symbol, config.l2.tops)
 
     def have(self, t: int) -> list[str]:
         """The symbols whose bar closing at ``t`` has not arrived yet (none for books)."""
-        feed = self._feed or self._book_feed
-        if feed is not None and feed.error is not None:
-            raise RuntimeError(f"live feed failed: {feed.error!r}") from feed.error
+        for feed in (self._feed, *self._book_feeds):
+            if feed is not None and feed.error is not None:
+                raise RuntimeError(f"live feed failed: {feed.error!r}") from feed.error
         if self._feed is None:
             return []
         return [s for s, b in self._live_bars.items() if not b.has(t)]
 
     def live_status(self) -> dict[str, Any]:
-        if self._book_feed is not None:
-            st = self._book_feed.status()
+        if self._book_feeds:
+            sts = [feed.status() for feed in self._book_feeds]
             return {
-                "ws": st["ws"],
-                "books": st["books"],
+                "ws": merge_ws_stats([st["ws"] for st in sts]),
+                "books": {k: v for st in sts for k, v in st["books"].items()},
                 "latency_ns": [],
                 "gaps": {},
                 "duplicates": 0,
+                "feed_processes": [st["feed_process"] for st in sts if "feed_process" in st],
             }
         assert self._feed is not None
         lat = [x for b in self._live_bars.values() for x in b.latency_ns]
@@ -378,10 +395,32 @@ class LiveSymbolActor(SymbolActor):
         }
 
     def stop_feed(self) -> bool:
-        for feed in (self._feed, self._book_feed):
+        for feed in (self._feed, *self._book_feeds):
             if feed is not None:
                 feed.stop()
         return True
+
+
+def _record_folder(live: LiveConfig, symbols: Sequence[str]) -> Path | None:
+    """Where a feed of ``symbols`` records its raw messages (None: not recording)."""
+    return Path(live.record) / f"ws-{min(symbols)}" if live.record else None
+
+
+def merge_ws_stats(stats: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The counters of several connections (:meth:`WsStats.as_dict`) as one: numbers
+    summed, per-stream counts joined, logs and times one after the other."""
+    out: dict[str, Any] = {}
+    for st in stats:
+        for key, value in st.items():
+            if isinstance(value, dict):
+                into = out.setdefault(key, {})
+                for k, v in value.items():
+                    into[k] = into.get(k, 0) + v
+            elif isinstance(value, list):
+                out[key] = out.get(key, []) + value
+            else:
+                out[key] = out.get(key, 0) + value
+    return out
 
 
 class LiveClock:

@@ -356,4 +356,5 @@ def _live_info(clock: LiveClock, status: list[dict[str, Any]], stopped: str) -> 
         "reconnects": sum(int(w.get("reconnects", 0)) for w in ws),
         "errors": sum(int(w.get("errors", 0)) for w in ws),
         "ws": ws,
+        "feed_processes": [p for s in status for p in s.get("feed_processes", [])],
     }

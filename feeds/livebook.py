@@ -65,17 +65,20 @@ from tickray.feeds.recordings import _Diff, _parse_snapshot, _Snapshot, _sync
 from tickray.feeds.rest import BinanceRest, parse_depth, request_weight
 from tickray.feeds.schemas import TS_TYPE, DataError, conform
 from tickray.feeds.ws import (
+    DEPTH_SPEEDS,
     BinanceWs,
     DepthDiff,
     Kline,
     Levels,
     Market,
     MarkPrice,
+    MessageDecoder,
     StreamKind,
     Top,
     Trade,
     WsMessage,
     backoff_delay,
+    depth_stream,
     parse_levels,
     stream_kind,
 )
@@ -925,3 +928,53 @@ class LiveFeed:
             task.cancel()
         self._fetching.clear()
         await self.ws.close()
+
+
+def warm_up(market: Market) -> None:
+    """Load (or compile) the numba code that decoding, a synced book and its drain use,
+    on made-up messages of a made-up symbol, so that a session's first real messages do
+    not wait for it (a fresh process takes a few hundred ms here, during which its
+    socket backs up)."""
+    decoder = MessageDecoder(market)
+    sym = LiveSymbol("WARMUPUSDT", market)
+    depth, trade = depth_stream("warmupusdt", DEPTH_SPEEDS[market][0], market), "warmupusdt@trade"
+    routes = {s: sym.handler(stream_kind(s)[1]) for s in (depth, trade)}
+    sym.book.on_snapshot(
+        0, 0, {"lastUpdateId": 100, "bids": [["1.5", "2"]], "asks": [["2.5", "1"]]}
+    )
+    head = {"e": "depthUpdate", "E": 1, "T": 1, "s": "WARMUPUSDT"}
+    msgs = [
+        (
+            depth,
+            head
+            | {
+                "U": 100,
+                "u": 101,
+                "pu": 99,
+                "b": [["1.5", "3"], ["1.4", "1"]],
+                "a": [["2.5", "0"], ["2.6", "1"]],
+            },
+        ),
+        (depth, head | {"U": 102, "u": 102, "pu": 101, "b": [], "a": [["2.7", "4"]]}),
+        (
+            trade,
+            {
+                "e": "trade",
+                "E": 1,
+                "s": "WARMUPUSDT",
+                "t": 7,
+                "p": "2.6",
+                "q": "0.5",
+                "T": 2,
+                "m": True,
+                "M": True,
+            },
+        ),
+    ]
+    texts = [json.dumps({"stream": s, "data": d}, separators=(",", ":")) for s, d in msgs]
+    for seq, text in enumerate(texts, 1):
+        stream, event = decoder.decode(text)
+        routes[stream or ""](seq, seq, event)
+    batch = sym.drain()
+    if batch.depth.num_rows != 7 or batch.trades.num_rows != 1:  # pragma: no cover
+        raise AssertionError(f"live book warm-up: {batch.depth.num_rows} depth rows, not 7")

@@ -250,3 +250,26 @@ def test_the_paper_l2_command_refuses_an_unknown_symbol_before_it_streams(
     assert "--depth: usdm streams depth at 250ms, 500ms, 100ms, 0ms, not 1000ms" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("feed", "fork", "live.feed: must be 'process' or 'thread', got 'fork'"),
+        ("transport", "curl", "live.transport: must be 'websockets' or 'aiohttp', got 'curl'"),
+        ("symbols_per_feed", 0, "live.symbols_per_feed: must be an integer >= 1, got 0"),
+        ("symbols_per_feed", 1.5, "live.symbols_per_feed: must be an integer >= 1, got 1.5"),
+    ],
+)
+def test_a_live_config_names_a_bad_feed_or_transport(field: str, value: object, error: str) -> None:
+    from tickray.engine.config import LiveConfig
+
+    with pytest.raises(ConfigError, match=error):
+        LiveConfig(**{field: value})
+
+
+def test_a_client_refuses_an_unknown_transport_by_name() -> None:
+    from tickray.feeds.ws import BinanceWs
+
+    with pytest.raises(ValueError, match=r"transport: must be one of \('websockets', 'aiohttp'\)"):
+        BinanceWs("spot", ["btcusdt@trade"], transport="curl")  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ recorder's Parquet, replayed through ``tickray``'s order-book backtest, gives th
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ import pytest
 from aiohttp import web
 from test_feeds_ws import FakeBinance, load_source
 from test_paper_exchange import add_exchange_info, spot_row
-from websockets.asyncio.server import serve
+from websockets.asyncio.server import ServerConnection, serve
 
 import tickray
 from tickray.actors.live import session_start
@@ -84,7 +85,13 @@ def binance(shared_data: Path) -> Iterator[LocalBinance]:
     local.close()
 
 
-def quote_config(binance: LocalBinance, record: Path, seconds: int) -> RunConfig:
+def quote_config(
+    binance: LocalBinance,
+    record: Path,
+    seconds: int,
+    feed: str = "process",
+    transport: str = "websockets",
+) -> RunConfig:
     sync = 100 * MS
     t0 = session_start(time.time_ns() + 300 * MS, sync, 1)
     return RunConfig(
@@ -112,12 +119,19 @@ def quote_config(binance: LocalBinance, record: Path, seconds: int) -> RunConfig
             on_stop="keep",
             record=str(record),
             grace_s=0.0,
+            feed=feed,
+            transport=transport,
         ),
     )
 
 
+@pytest.mark.parametrize(("feed", "transport"), [("process", "websockets"), ("thread", "aiohttp")])
 def test_a_quoting_session_on_a_live_book_replays_to_the_same_fills(
-    binance: LocalBinance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    binance: LocalBinance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    feed: str,
+    transport: str,
 ) -> None:
     from tickray.cluster import paper as paper_module
 
@@ -137,10 +151,16 @@ def test_a_quoting_session_on_a_live_book_replays_to_the_same_fills(
         paper_module, "progress_for", lambda label, on=None: Progress(label, Sink(), fps=0)
     )
     rec = tmp_path / "rec"
-    config = quote_config(binance, rec, seconds=3)
+    config = quote_config(binance, rec, seconds=3, feed=feed, transport=transport)
     res = run_paper(config, tmp_path / "paper")
     live = json.loads((res.out / "live.json").read_text())
     assert live["steps"] == 30, live
+    # the feed ran in a child process of the actor (its CPU time is reported), or on a thread
+    procs = live["feed_processes"]
+    if feed == "process":
+        assert len(procs) == 1 and procs[0]["pid"] != os.getpid() and procs[0]["cpu_s"] > 0
+    else:
+        assert procs == []
     assert live["messages"] > 1000 and live["reconnects"] == 0
     assert live["books"]["BTCUSDT"] == {"gaps": 0, "resyncs": 0}
     lat = live["decision_latency"]
@@ -183,7 +203,7 @@ def test_the_paper_l2_command_trades_a_live_book_with_the_exchange_s_rules_until
         "paper-l2", "--symbols", "btcusdt", "--ws-url", binance.ws_url,
         "--rest-url", binance.rest_url, "--sync", "100ms", "--size", "0.01", "--offset", "1",
         "--max-position", "0.05", "--timer", "200ms", "--quiet", "--out", str(out),
-        "--on-stop", "flatten",
+        "--on-stop", "flatten", "--transport", "aiohttp", "--symbols-per-feed", "2",
     ]  # fmt: skip
     # no --duration: the session runs until SIGTERM, then flattens in one more step and
     # writes a complete folder
@@ -202,10 +222,194 @@ def test_the_paper_l2_command_trades_a_live_book_with_the_exchange_s_rules_until
     assert live["books"]["BTCUSDT"]["gaps"] == 0 and live["messages"] > 500
     run = json.loads((out / "run.json").read_text())
     assert run["config"]["specs"]["BTCUSDT"]["min_notional"] == 5.0  # from exchangeInfo
+    cfg = run["config"]["live"]
+    assert (cfg["transport"], cfg["feed"], cfg["symbols_per_feed"]) == ("aiohttp", "process", 2)
+    assert not _feed_children()  # the feed's process ended with the session
     fills = tickray.load(out).fills()
     assert len(fills) >= 1
     assert (fills["position_after"] != 0).any()  # it held a position ...
     assert fills["position_after"].iloc[-1] == 0  # ... and ended flat
+
+
+def _feed_children() -> list[int]:
+    """Pids of this process's children that run a live feed."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        if ppid == os.getpid() and b"tickray.actors.feedproc" in cmd:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_a_session_whose_feed_process_dies_fails_naming_it_and_keeps_what_it_recorded(
+    binance: LocalBinance, tmp_path: Path
+) -> None:
+    config = quote_config(binance, tmp_path / "rec", seconds=6)
+    killed: list[int] = []
+
+    def kill_feed() -> None:
+        for pid in _feed_children():
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    timer = threading.Timer(2.0, kill_feed)
+    timer.start()
+    try:
+        with pytest.raises(RuntimeError, match=r"live feed failed: .*the feed process \(pid \d+\)"):
+            run_paper(config, tmp_path / "paper")
+    finally:
+        timer.cancel()
+    assert len(killed) == 1
+    partial = tmp_path / "paper.partial"
+    assert "exit code -9" in (partial / "error.txt").read_text()
+    assert any(p.suffix == ".parquet" for p in partial.iterdir())  # the steps that settled
+    assert not (tmp_path / "paper").exists()
+
+
+class TwoBooks:
+    """A local Binance of two spot symbols, BTCUSDT and ETHUSDT, on 127.0.0.1: each
+    connection gets the recorded messages of the symbols its URL asks for (the first
+    ``n`` of each recording, merged in receive order, at ``speed`` times their pace), and
+    the REST depth endpoint answers each symbol's recorded snapshot."""
+
+    def __init__(self, shared: Path, n: int = 6000, speed: float = 20.0) -> None:
+        hft = shared / "crypto" / "ws_recordings" / "hftbacktest"
+        self.lines: list[tuple[int, str, str]] = []  # (receive ns, symbol, text)
+        self.snaps: dict[str, str] = {}
+        for symbol in ("BTCUSDT", "ETHUSDT"):
+            path = hft / f"binance_spot_{symbol}_2024-08-08.ws.gz"
+            raw = [x for x in gzip.decompress(path.read_bytes()).decode().split("\n") if x]
+            for line in raw[:n]:
+                ts, _, text = line.partition(" ")
+                if text.startswith('{"stream":'):
+                    self.lines.append((int(ts), symbol, text))
+                else:
+                    self.snaps[symbol] = text
+        self.lines.sort(key=lambda x: x[0])
+        self.speed = speed
+        self.connections: list[frozenset[str]] = []
+        self.ws_url = self.rest_url = ""
+        self._ready = threading.Event()
+        self._stop: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+        self.thread.start()
+        assert self._ready.wait(10)
+
+    async def _stream(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        asked = ws.request.path.partition("streams=")[2].split("/")
+        symbols = frozenset(x.split("@")[0].upper() for x in asked)
+        self.connections.append(symbols)
+        mine = [(ts, text) for ts, sym, text in self.lines if sym in symbols]
+        t0, w0 = mine[0][0], time.monotonic()
+        for ts, text in mine:
+            wait = (ts - t0) / 1e9 / self.speed - (time.monotonic() - w0)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await ws.send(text)
+        await ws.wait_closed()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = self._loop.create_future()
+
+        async def depth(request: web.Request) -> web.Response:
+            return web.Response(text=self.snaps[request.query["symbol"].upper()])
+
+        app = web.Application()
+        app.router.add_get("/api/v3/depth", depth)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.rest_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        try:
+            async with serve(self._stream, "127.0.0.1", 0, compression=None) as ws:
+                self.ws_url = f"ws://127.0.0.1:{ws.sockets[0].getsockname()[1]}"
+                self._ready.set()
+                await self._stop
+        finally:
+            await runner.cleanup()
+
+    def close(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set_result, None)
+        self.thread.join(10)
+
+
+@pytest.mark.parametrize(("per_feed", "backend"), [(1, "local"), (2, "local"), (1, "ray")])
+def test_an_actor_s_symbols_stream_in_a_feed_process_each_and_replay_to_the_same_fills(
+    shared_data: Path, tmp_path: Path, per_feed: int, backend: str, request: pytest.FixtureRequest
+) -> None:
+    if backend == "ray":  # the actor, and so its feeds' processes, on a Ray worker
+        request.getfixturevalue("ray_session")
+    books = TwoBooks(shared_data)
+    try:
+        sync = 100 * MS
+        t0 = session_start(time.time_ns() + 300 * MS, sync, 1)
+        symbols = ("BTCUSDT", "ETHUSDT")
+        rec = tmp_path / "rec"
+        config = RunConfig(
+            data_root="",
+            interval_ns=1,
+            symbols=symbols,
+            start_ns=t0,
+            end_ns=t0 + 3 * SECOND,
+            account=AccountConfig(initial_cash=100_000.0, taker_fee=0.001, allow_short=True),
+            l2=L2Config(
+                files=dict.fromkeys(symbols, "live"),
+                strategy="quote",
+                params={"size": 0.01, "offset": 1, "max_position": 0.05},
+                timer_ns=200 * MS,
+            ),
+            specs={s: SymbolSpec(s, tick_size=0.01, step_size=0.0001) for s in symbols},
+            sync_ns=sync,
+            approval="symbol",
+            fuse=False,
+            symbols_per_actor=2,
+            backend=backend,
+            live=LiveConfig(
+                market="spot",
+                ws_url=books.ws_url,
+                rest_url=books.rest_url,
+                duration_s=3.0,
+                on_stop="keep",
+                record=str(rec),
+                grace_s=0.0,
+                symbols_per_feed=per_feed,
+            ),
+        )
+        res = run_paper(config, tmp_path / "paper")
+    finally:
+        books.close()
+    live = json.loads((res.out / "live.json").read_text())
+    # one actor; one connection and one feed process per symbol, or one for both
+    assert sorted(map(sorted, books.connections)) == (
+        [["BTCUSDT"], ["ETHUSDT"]] if per_feed == 1 else [["BTCUSDT", "ETHUSDT"]]
+    )
+    assert len(live["feed_processes"]) == 2 // per_feed
+    assert all(p["pid"] != os.getpid() for p in live["feed_processes"])
+    assert sorted(p.name for p in rec.iterdir()) == (
+        ["ws-BTCUSDT", "ws-ETHUSDT"] if per_feed == 1 else ["ws-BTCUSDT"]
+    )
+    assert live["books"] == dict.fromkeys(symbols, {"gaps": 0, "resyncs": 0})
+    # the connections' counters, summed: every message of both recordings that came
+    per_stream = live["ws"][0]["per_stream"]
+    assert {s.split("@")[0] for s in per_stream} == {"btcusdt", "ethusdt"}
+    assert live["ws"][0]["messages"] == sum(per_stream.values()) == live["messages"]
+    fills = tickray.load(res.out).fills()
+    assert set(fills["symbol"]) == set(symbols), fills.tail()
+    # the recordings, replayed through the order-book backtest: the same fills
+    assert config.l2 is not None
+    files = {s: str(rec / f"ws-{s if per_feed == 1 else 'BTCUSDT'}") for s in symbols}
+    replay_cfg = replace(config, live=None, l2=replace(config.l2, files=files))
+    replay = run_backtest(replay_cfg, tmp_path / "replay")
+    assert fills.equals(tickray.load(replay.out).fills())
 
 
 def test_replay_l2_refuses_a_folder_without_a_recording(
