@@ -31,6 +31,7 @@ import subprocess
 import sys
 import threading
 import traceback
+from collections import deque
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,7 +57,12 @@ class FeedProcessError(RuntimeError):
 
 class BookFeedProcess:
     """The interface of :class:`tickray.actors.live.BookFeed` (``drain``, ``status``,
-    ``stop``, ``error``, ``market``) over a child process that runs one."""
+    ``stop``, ``error``, ``market``) over a child process that runs one.
+
+    Requests may be sent ahead (:meth:`request_drain`): an actor asks each of its feeds
+    for its step's tables at once, and they build them in parallel; replies are read in
+    the order sent.
+    """
 
     def __init__(
         self, live: LiveConfig, symbols: list[str], tops: bool, record: Path | None
@@ -65,6 +71,9 @@ class BookFeedProcess:
         self._lock = threading.Lock()
         self._final: dict[str, Any] | None = None
         self._failure: BaseException | None = None
+        #: Requests sent whose replies are not read yet, in order; replies read early.
+        self._pending: deque[tuple[str, Any]] = deque()
+        self._early: dict[tuple[str, Any], tuple[str, Any]] = {}
         ours, theirs = socket.socketpair()
         try:
             self._proc = subprocess.Popen(
@@ -77,38 +86,48 @@ class BookFeedProcess:
             theirs.close()
         self._conn = Connection(ours.detach())
         self._conn.send((live, list(symbols), tops, str(record) if record else ""))
+        self._pending.append(("ready", None))
         self._ready = False
 
     def wait_ready(self) -> None:
         """Wait until the child has imported, loaded its compiled code and started its
         feed (it is connecting then); raises FeedProcessError if it failed to."""
         if not self._ready:
-            self._call("ready", None, START_TIMEOUT_S)
+            self._result(("ready", None), START_TIMEOUT_S)
             self._ready = True
 
     @property
     def error(self) -> BaseException | None:
-        """The feed's failure (its child's, or the child itself exiting), else None."""
-        if self._failure is None and self._final is None:
-            try:
-                text = self._call("failure", None, REQUEST_TIMEOUT_S)
-            except FeedProcessError as exc:
-                self._failure = exc
-            else:
-                if text:
-                    self._failure = FeedProcessError(text)
+        """Why the feed failed (a failure inside the child is raised by the next drain),
+        or the child's exit, else None."""
+        if self._failure is None and self._final is None and self._proc.poll() is not None:
+            self._failure = FeedProcessError(
+                f"the feed process (pid {self._proc.pid}) is gone "
+                f"(exit code {self._proc.returncode})"
+            )
         return self._failure
+
+    def request_drain(self, symbol: str) -> None:
+        """Ask for ``symbol``'s tables now; :meth:`drain` reads them."""
+        key = ("drain", symbol)
+        if self._failure is None and key not in self._pending and key not in self._early:
+            self._send(key)
 
     def drain(self, symbol: str) -> SymbolBatch:
         if self._failure is not None:
             raise RuntimeError(f"live feed failed: {self._failure!r}") from self._failure
-        batch: SymbolBatch = self._call("drain", symbol, REQUEST_TIMEOUT_S)
+        try:
+            self.request_drain(symbol)
+            batch: SymbolBatch = self._result(("drain", symbol), REQUEST_TIMEOUT_S)
+        except FeedProcessError as exc:
+            raise FeedProcessError(f"live feed failed: {exc}") from None
         return batch
 
     def status(self) -> dict[str, Any]:
         if self._final is not None:
             return self._final
-        st: dict[str, Any] = self._call("status", None, REQUEST_TIMEOUT_S)
+        self._send(("status", None))
+        st: dict[str, Any] = self._result(("status", None), REQUEST_TIMEOUT_S)
         return st
 
     def stop(self) -> None:
@@ -116,7 +135,8 @@ class BookFeedProcess:
         for the child to exit; idempotent."""
         if self._final is None:
             try:
-                self._final = self._call("stop", None, REQUEST_TIMEOUT_S)
+                self._send(("stop", None))
+                self._final = self._result(("stop", None), REQUEST_TIMEOUT_S)
             except FeedProcessError as exc:
                 self._final = {"ws": {}, "books": {}, "stop_error": str(exc)}
             self._conn.close()
@@ -126,28 +146,45 @@ class BookFeedProcess:
             self._proc.kill()
             self._proc.wait()
 
-    def _call(self, op: str, arg: Any, timeout: float) -> Any:
-        if op != "ready":
-            self.wait_ready()
+    def _send(self, key: tuple[str, Any]) -> None:
+        self.wait_ready()
         with self._lock:
             try:
-                if op != "ready":
-                    self._conn.send((op, arg))
-                if not self._conn.poll(timeout):
-                    raise FeedProcessError(
-                        f"the feed process (pid {self._proc.pid}) did not answer {op!r} "
-                        f"within {timeout:g} s"
-                    )
-                kind, result = self._conn.recv()
-            except (EOFError, OSError) as exc:
-                code = self._proc.poll()
-                raise FeedProcessError(
-                    f"the feed process (pid {self._proc.pid}) is gone "
-                    f"(exit code {code}) during {op!r}: {type(exc).__name__}"
-                ) from None
+                self._conn.send(key)
+            except OSError as exc:
+                raise self._gone(key[0], exc) from None
+            self._pending.append(key)
+
+    def _result(self, key: tuple[str, Any], timeout: float) -> Any:
+        """The reply to ``key``, reading (and keeping) the replies sent before it."""
+        with self._lock:
+            while key not in self._early:
+                if not self._pending:
+                    raise FeedProcessError(f"no {key[0]!r} request was sent")
+                head = self._pending[0]
+                try:
+                    if not self._conn.poll(timeout):
+                        raise FeedProcessError(
+                            f"the feed process (pid {self._proc.pid}) did not answer "
+                            f"{head[0]!r} within {timeout:g} s"
+                        )
+                    reply = self._conn.recv()
+                except (EOFError, OSError) as exc:
+                    raise self._gone(head[0], exc) from None
+                self._pending.popleft()
+                self._early[head] = reply
+            kind, result = self._early.pop(key)
         if kind == "error":
-            raise FeedProcessError(f"the feed process failed during {op!r}: {result}")
+            raise FeedProcessError(f"the feed process failed during {key[0]!r}: {result}")
         return result
+
+    def _gone(self, op: str, exc: BaseException) -> FeedProcessError:
+        self._proc.poll()
+        self._failure = FeedProcessError(
+            f"the feed process (pid {self._proc.pid}) is gone "
+            f"(exit code {self._proc.returncode}) during {op!r}: {type(exc).__name__}"
+        )
+        return self._failure
 
     def __del__(self) -> None:  # a session that never stopped: do not leave the child
         proc = getattr(self, "_proc", None)
@@ -191,7 +228,27 @@ def _thread_cpu() -> dict[str, float]:
     return out
 
 
+def _answer(feed: BookFeed, op: str, arg: Any, startup: float, threads: dict[str, float]) -> Any:
+    """One request's reply (``("ok", result)`` or ``("error", text)``); on the feed's
+    event loop, between two messages (or on the main thread once that loop has ended)."""
+    try:
+        if op == "drain":
+            if feed.error is not None:
+                raise RuntimeError(f"live feed failed: {feed.error!r}")
+            assert feed.feed is not None
+            return ("ok", feed.feed.drain(arg))
+        if op == "status":
+            return ("ok", _status(feed, startup, threads))
+        raise ValueError(f"unknown request {op!r}")
+    except Exception as exc:
+        return ("error", f"{type(exc).__name__}: {exc}")
+
+
 def _serve(conn: Connection) -> None:
+    """Start the feed, then answer requests on its event loop (no hand-over between
+    threads: a drain runs between two messages, as on a thread of the actor) until asked
+    to stop or the parent goes away; if the feed's loop ends first (it failed), answer on
+    this thread."""
     from tickray.actors.live import BookFeed
 
     live, symbols, tops, record = conn.recv()
@@ -202,31 +259,51 @@ def _serve(conn: Connection) -> None:
             feed.wait_ready()
             if feed.error is not None:
                 raise feed.error
+            loop = feed.loop
+            assert loop is not None
         except Exception as exc:
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
             return
         startup, threads = _cpu(), _thread_cpu()
         conn.send(("ok", None))
-        while True:
-            op, arg = conn.recv()
+        fd = conn.fileno()
+        ended = threading.Event()  # stop asked, or the parent gone
+        asked: list[str] = []
+
+        def on_request() -> None:
+            assert feed is not None
             try:
-                if op == "drain":
-                    result: Any = feed.drain(arg)
-                elif op == "status":
-                    result = _status(feed, startup, threads)
-                elif op == "failure":
-                    result = repr(feed.error) if feed.error is not None else ""
-                elif op == "stop":
-                    feed.stop()
-                    result = _status(feed, startup, threads)
-                else:
-                    raise ValueError(f"unknown request {op!r}")
-            except Exception as exc:
-                conn.send(("error", f"{type(exc).__name__}: {exc}"))
-            else:
-                conn.send(("ok", result))
-            if op == "stop":
+                op, arg = conn.recv()
+            except (EOFError, OSError):
+                op, arg = "gone", None
+            if op in ("stop", "gone"):
+                loop.remove_reader(fd)
+                asked.append(op)
+                ended.set()
                 return
+            try:
+                conn.send(_answer(feed, op, arg, startup, threads))
+            except OSError:
+                loop.remove_reader(fd)
+                asked.append("gone")
+                ended.set()
+
+        try:
+            loop.call_soon_threadsafe(loop.add_reader, fd, on_request)
+        except RuntimeError:  # the loop is closed already: the feed failed at its start
+            pass
+        else:
+            while not ended.wait(0.05) and feed.thread.is_alive():
+                pass
+        while not asked:  # the feed's loop ended: answer here until stopped
+            op, arg = conn.recv()
+            if op == "stop":
+                asked.append(op)
+            else:
+                conn.send(_answer(feed, op, arg, startup, threads))
+        if asked[0] == "stop":
+            feed.stop()
+            conn.send(("ok", _status(feed, startup, threads)))
     except (EOFError, OSError):  # the parent went away (its actor died): stop, quietly
         return
     finally:

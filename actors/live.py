@@ -5,8 +5,9 @@ settles each step, the recorder writes the results. Only time differs:
 
 - Each :class:`LiveSymbolActor` subscribes to its symbols' ``kline_<interval>`` streams
   (:class:`~tickray.feeds.ws.BinanceWs`, on a background thread of the actor's process,
-  so market data never leaves the actor) and turns every *closed* kline into a bar of
-  its :class:`LiveBars` source. The simulation reads that source exactly as it reads a
+  so market data never leaves the actor; an order-book session's feeds run in child
+  processes of the actor, see :mod:`tickray.actors.feedproc`) and turns every *closed*
+  kline into a bar of its :class:`LiveBars` source. The simulation reads that source exactly as it reads a
   Parquet cursor in replay: same strategy code, same fills at the next bar's open, same
   execution and risk models.
 - The :class:`LiveClock` steps on the wall clock: a step ``(T - sync, T]`` is advanced
@@ -49,6 +50,7 @@ from tickray.engine.book import MarketEvents
 from tickray.engine.clock import ceil_to, format_duration, iso
 from tickray.engine.config import LiveConfig, RunConfig
 from tickray.engine.events import Control, ControlKind, Inbox, OrderStatus, Outbox
+from tickray.engine.l2sim import L2SymbolSim
 from tickray.engine.portfolio import SettleResult, concat_updates
 from tickray.feeds.l2events import continued_events, recording_events
 from tickray.feeds.livebook import LiveFeed, SymbolBatch, rest_snapshot_fetcher, warm_up
@@ -360,6 +362,20 @@ class LiveSymbolActor(SymbolActor):
 
     def _bar_source(self, config: RunConfig, symbol: str, interval: str) -> Any:
         return self._live_bars[symbol]
+
+    def step(self, until: int, inboxes: Sequence[Inbox], symbols: Sequence[str]) -> list[Outbox]:
+        # every feed process builds its symbols' tables at once, in parallel, for the
+        # symbols whose step starts by reading them (so that a reply is never read a step
+        # late: what it holds would then stop short of that step's boundary)
+        for s in symbols:
+            feed, sim = self._book_feed.get(s), self.sims[s]
+            if (
+                isinstance(feed, BookFeedProcess)
+                and isinstance(sim, L2SymbolSim)
+                and sim.reads_next_batch(until)
+            ):
+                feed.request_drain(s)
+        return super().step(until, inboxes, symbols)
 
     def _l2_events(self, config: RunConfig, symbol: str) -> Iterator[MarketEvents]:
         assert config.l2 is not None

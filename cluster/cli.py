@@ -311,6 +311,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if result.failed and len(result.failed) == len(result.rows) else 0
 
 
+def _recorded_session(path: Path) -> dict[str, Any] | None:
+    """The session file of a paper session's record folder (``path`` or, for one of its
+    ``ws-*`` folders, its parent), or None."""
+    from tickray.cluster.paper import SESSION_FILE
+
+    for folder in (path, path.parent) if path.is_dir() else ():
+        file = folder / SESSION_FILE
+        if file.is_file():
+            try:
+                found: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
+                int(found["start_ns"]), int(found["end_ns"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UsageError(f"files: {file} is not a session file: {exc}") from None
+            return found
+    return None
+
+
 def _l2_recordings(path: Path) -> Iterator[tuple[Recording, str]]:
     """The recordings a ``replay-l2`` argument names, each with what ``l2.files`` takes: a
     Binance recording file (``.ws.gz``), one folder of a paper session's recorder
@@ -352,6 +369,12 @@ def build_l2_config(args: argparse.Namespace) -> RunConfig:
         span = recording_span(rec)
         first.append(span[0])
         last.append(span[1])
+    # a paper session's record folder says which steps the session ran: the replay runs
+    # those (the recorder also holds what came before the first and after the last)
+    sessions = [s for path in args.files if (s := _recorded_session(Path(path))) is not None]
+    if sessions:
+        first = [min(s["start_ns"] for s in sessions)]
+        last = [max(s["end_ns"] for s in sessions) - 1]
     symbols = tuple(sorted(files))
     return RunConfig(
         data_root=str(Path(args.files[0]).parent),

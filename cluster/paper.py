@@ -176,6 +176,20 @@ def run_paper(
             json.dumps(info["live"], indent=2, sort_keys=True) + "\n", encoding="utf-8"
         )
         write_report(path)
+        if live.record:  # what replaying the recording reproduces: the session's steps
+            (Path(live.record) / SESSION_FILE).write_text(
+                json.dumps(
+                    {
+                        "start_ns": clock.t0,
+                        "end_ns": clock.reached,
+                        "sync_ns": config.sync_ns,
+                        "results": str(path),
+                    },
+                    indent=2,
+                )
+                + "\n",
+                encoding="utf-8",
+            )
     except BaseException as exc:
         bar.close("stopped")
         with contextlib.suppress(Exception):  # the feeds' threads end with the session
@@ -334,6 +348,10 @@ async def _find_unknown(rest: BinanceRest, symbols: list[str], where: str) -> di
                 ) from None
             raise
     raise ConfigError(f"symbols: {where} refused {', '.join(symbols)} (exchangeInfo)")
+
+
+#: In a session's record folder: its first and last step boundary and step length.
+SESSION_FILE = "session.json"
 
 
 def _live_info(clock: LiveClock, status: list[dict[str, Any]], stopped: str) -> dict[str, Any]:

@@ -85,6 +85,13 @@ class L2SymbolSim:
             self._ev, self._i = nxt, 0
         return self._ev
 
+    def reads_next_batch(self, until: int) -> bool:
+        """True when :meth:`advance` to ``until`` will take a new batch of events before
+        anything else (the current one is used up and there is a boundary to reach):
+        a live feed may then build that batch ahead of the call."""
+        used_up = self._ev is None or self._i >= len(self._ev.ts)
+        return used_up and ceil_to(self.time + 1, self.sync) <= until
+
     def _run_before(self, b: int) -> None:
         """Replay every event stamped before ``b``, then the actions due before it."""
         while (ev := self._next()) is not None:

@@ -180,7 +180,10 @@ def test_a_quoting_session_on_a_live_book_replays_to_the_same_fills(
     again = tickray.load(replay.out)
     assert fills.equals(again.fills())
     assert paper.orders().drop(columns=["reason"]).equals(again.orders().drop(columns=["reason"]))
-    # the same recording from the command line: the session's record folder
+    # the same recording from the command line: the session's record folder, which says
+    # which steps the session ran (the recorder holds some messages after its end too)
+    session = json.loads((rec / "session.json").read_text())
+    assert (session["start_ns"], session["end_ns"]) == (config.start_ns, config.end_ns)
     from tickray.cluster.cli import main
 
     argv = [
