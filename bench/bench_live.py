@@ -27,15 +27,20 @@ Reported:
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gzip
+import itertools
 import json
 import multiprocessing as mp
 import resource
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from tickray.actors.live import session_start
 from tickray.cluster.paper import run_paper
@@ -53,6 +58,8 @@ FILES = {
 }
 TICKS = {"BTCUSDT": 0.1, "ETHUSDT": 0.01}
 TARGET = 50_000
+REPEATS = 3
+STEP_MS = 100
 
 
 def _load(shared: Path) -> tuple[list[tuple[int, str]], dict[str, str]]:
@@ -95,23 +102,51 @@ def _server(shared: str, ports: Any) -> None:
     # server ~15 us of Python per message, which capped what this benchmark could see of the
     # client at ~60k messages/s; now the server sends at memory speed and never waits but on
     # the socket's flow control.
-    frames = b"".join(_frame(t.encode()) for _, t in lines)
+    # One stream of frames per set of symbols a connection asks for, in receive order, with
+    # where each message ends in it and its place in the merged order of all of them (for a
+    # paced stream).
+    frames: dict[frozenset[str], tuple[bytes, list[int], list[int]]] = {}
+    for n in range(1, len(FILES) + 1):
+        for combo in itertools.combinations(sorted(FILES), n):
+            lower = tuple(s.lower() + "@" for s in combo)
+            mine = [(i, _frame(t.encode())) for i, (_, t) in enumerate(lines)]
+            mine = [(i, f) for i, f in mine if lines[i][1][11:40].startswith(lower)]
+            ends = list(itertools.accumulate(len(f) for _, f in mine))
+            frames[frozenset(combo)] = (b"".join(f for _, f in mine), ends, [i for i, _ in mine])
     chunk = 1 << 16
+    epochs: dict[int, int] = {}
 
     async def depth(request: web.Request) -> web.Response:
         return web.Response(text=snaps[request.query["symbol"].upper()])
 
     async def stream(ws: Any) -> None:
-        # the path starts with /at<ns>: the session's first step boundary, when streaming
-        # begins (what came before it would all land in the first step, and its latency
-        # count the wait for the session to start)
-        start = int(ws.request.path.split("/")[1].removeprefix("at"))
+        # the path is /at<ns>/r<rate>/stream?streams=...: the session's first step boundary,
+        # when streaming begins (what came before it would all land in the first step, and
+        # its latency count the wait for the session to start), and the pace in messages a
+        # second of all the connections together (0: as fast as the client reads)
+        at, rate = ws.request.path.split("/")[1:3]
+        start, pace = int(at.removeprefix("at")), int(rate.removeprefix("r"))
+        asked = ws.request.path.partition("streams=")[2].split("/")
+        blob, ends, order = frames[frozenset(s.split("@")[0].upper() for s in asked)]
+        if pace:  # the session's connections share one start, 0.5 s after the first came
+            start = epochs.setdefault(start, max(start, time.time_ns() + 500_000_000))
         await asyncio.sleep(max(0.0, (start - time.time_ns()) / 1e9))
-        view = memoryview(frames)
+        view = memoryview(blob)
         try:
-            for i in range(0, len(view), chunk):
-                ws.transport.write(view[i : i + chunk])
-                await ws.drain()
+            if not pace:
+                for i in range(0, len(view), chunk):
+                    ws.transport.write(view[i : i + chunk])
+                    await ws.drain()
+            else:  # every ms, what is due by then: message k of the merged order at k / pace
+                sent = done = 0
+                while done < len(ends):
+                    due = (time.time_ns() - start) * pace // 1_000_000_000
+                    upto = bisect.bisect_right(order, due - 1, lo=done)
+                    if upto > done:
+                        ws.transport.write(view[sent : ends[upto - 1]])
+                        sent, done = ends[upto - 1], upto
+                        await ws.drain()
+                    await asyncio.sleep(0.001)
         except Exception:  # the client went away: nothing more to send
             return
         await ws.wait_closed()
@@ -183,10 +218,16 @@ def _stages(lines: list[tuple[int, str]], snaps: dict[str, str], record: Path) -
 
 
 def _session(
-    ws_port: int, rest_port: int, seconds: int, record: str, out: Path
+    ws_port: int,
+    rest_port: int,
+    seconds: int,
+    record: str,
+    out: Path,
+    transport: str = "websockets",
+    pace: int = 0,
 ) -> tuple[dict[str, Any], float]:
     """Run one paper session against the local Binance; its live.json and wall seconds."""
-    sync = 100 * MS
+    sync = STEP_MS * MS
     t0 = session_start(time.time_ns() + 200 * MS, sync, 1)
     config = RunConfig(
         data_root="",
@@ -209,7 +250,7 @@ def _session(
         symbols_per_actor=len(FILES),
         live=LiveConfig(
             market="usdm",
-            ws_url=f"ws://127.0.0.1:{ws_port}/at{t0}",
+            ws_url=f"ws://127.0.0.1:{ws_port}/at{t0}/r{pace}",
             rest_url=f"http://127.0.0.1:{rest_port}",
             duration_s=float(seconds),
             on_stop="keep",
@@ -217,6 +258,7 @@ def _session(
             grace_s=0.0,
             depth="0ms",
             stall_timeout_s=0.0,
+            transport=transport,
         ),
     )
     began = time.perf_counter()
@@ -233,6 +275,42 @@ def _cpu() -> float:
     return use.ru_utime + use.ru_stime
 
 
+def _timed(
+    ws_port: int, rest_port: int, seconds: int, tmp: Path, transport: str, pace: int = 0
+) -> dict[str, Any]:
+    """One timed session: its message rate (from the recorder's receive times), decision
+    latency and CPU time per message of the actor's process and of its feed process
+    (after the feed's start-up)."""
+    rec = tmp / f"rec-{transport}"
+    live, _ = _session(
+        ws_port, rest_port, seconds, str(rec), tmp / f"out-{transport}", transport, pace
+    )
+    # every feed's recording (one per symbol by default), merged in receive order
+    ts = np.sort(
+        np.concatenate(
+            [
+                msgs.column("ts").cast("int64").to_numpy()[msgs.column("kind").to_numpy() == 0]
+                for msgs, _ in map(read_ws_messages, sorted(rec.glob("ws-*")))
+            ]
+        )
+    )
+    n = len(ts)
+    span = (int(ts[-1]) - int(ts[0])) / 1e9
+    feeds = live["feed_processes"]
+    shutil.rmtree(rec)
+    shutil.rmtree(tmp / f"out-{transport}")
+    return {
+        "n": n,
+        "rate": n / span if span > 0 else float("nan"),
+        "p50": live["decision_latency"]["p50_ms"],
+        "p99": live["decision_latency"]["p99_ms"],
+        "books": live["books"],
+        "actor_us": live["client_cpu_s"] / n * 1e6,
+        "feeds": len(feeds),
+        "feed_us": sum(f["cpu_s"] - f["startup_cpu_s"] for f in feeds) / n * 1e6,
+    }
+
+
 def bench_live(shared: Path, seconds: int = 4) -> None:
     if not (shared / HFT / FILES["BTCUSDT"]).is_file():
         print(f"live: skipped, no recordings at {shared / HFT}", flush=True)
@@ -243,45 +321,55 @@ def bench_live(shared: Path, seconds: int = 4) -> None:
     ports = ctx.Queue()
     server = ctx.Process(target=_server, args=(str(shared), ports), daemon=True)
     server.start()
+    cases = [(t, pace) for t in ("websockets", "aiohttp") for pace in (0, TARGET)]
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {c: [] for c in cases}
     try:
         ws_port, rest_port, sent = ports.get(timeout=60)
         with tempfile.TemporaryDirectory(prefix="tickray-bench-live-") as tmp:
-            # a first, short session loads the numba-compiled book and venue code (from
-            # numba's disk cache, or compiling it): that is kept out of the timed session
-            _, warm_s = _session(ws_port, rest_port, 1, "", Path(tmp) / "warm")
-            live, _ = _session(
-                ws_port, rest_port, seconds, str(Path(tmp) / "rec"), Path(tmp) / "out"
-            )
-            msgs, _ = read_ws_messages(Path(tmp) / "rec" / "ws-BTCUSDT")
-            ts = msgs.column("ts").cast("int64").to_numpy()
-            ws_rows = int((msgs.column("kind").to_numpy() == 0).sum())
-            span = (int(ts[-1]) - int(ts[0])) / 1e9
+            # a first session loads the numba-compiled book and venue code (from numba's
+            # disk cache, or compiling it) in this process: kept out of the timed sessions
+            _, warm_s = _session(ws_port, rest_port, 3, "", Path(tmp) / "warm")
+            for _ in range(REPEATS):  # interleaved, so that a slow spell hits all alike
+                for (transport, pace), got in runs.items():
+                    got.append(_timed(ws_port, rest_port, seconds, Path(tmp), transport, pace))
     finally:
         server.kill()
-    rate = ws_rows / span if span > 0 else float("nan")
     base = n_base / stage["path"]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    lat = live["decision_latency"]
     us = {k: v / n_base * 1e6 for k, v in stage.items()}
+    for (transport, pace), got in runs.items():
+        mid = sorted(got, key=lambda r: r["rate"])[len(got) // 2]
+        rates = ", ".join(f"{r['rate']:,.0f}" for r in got)
+        if pace:
+            # keeping up: it takes the messages at the pace they come, and a decision comes
+            # within two steps of its message (one waiting for the boundary, one running)
+            kept = mid["rate"] >= 0.98 * pace and mid["p99"] < 2 * STEP_MS
+            what = f"sent at {pace:,}/s: received at"
+            verdict = f"keeps up {'yes' if kept else 'NO'}"
+        else:
+            what = "as fast as it takes them:"
+            verdict = f"target {TARGET:,}/s {'met' if mid['rate'] >= TARGET else 'NOT met'}"
+        print(
+            f"live_l2_paper_2sym_usdm_{transport}_{'paced' if pace else 'capacity'}: "
+            f"{mid['n']:,} of {sent:,} messages {what} {mid['rate']:,.0f} messages/s "
+            f"(median of {len(got)}: {rates}) = {mid['rate'] / base:.2f}x message path alone "
+            f"({base:,.0f}/s); decision latency p50 {mid['p50']:.0f} ms p99 {mid['p99']:.0f} "
+            f"ms; {verdict}",
+            flush=True,
+        )
+        print(
+            f"  (that session: CPU per message {mid['feed_us']:.1f} us in its "
+            f"{mid['feeds']} feed processes, after their start-up, and {mid['actor_us']:.1f} "
+            f"us in the actor's; books {mid['books']})",
+            flush=True,
+        )
     print(
-        f"live_l2_paper_2sym_usdm: {ws_rows:,} of {sent:,} messages in {span:.2f} s = "
-        f"{rate:,.0f} messages/s, peak RSS {peak:.0f} MB = {rate / base:.2f}x message path "
-        f"alone ({base:,.0f}/s)",
-        flush=True,
-    )
-    print(
-        f"  (one symbol actor, 2 books synced, quoting through the L2 venue, 100 ms steps; "
-        f"decision latency p50 {lat['p50_ms']:.1f} ms p99 {lat['p99_ms']:.1f} ms; "
-        f"{live['books']}; target {TARGET:,} messages/s "
-        f"{'met' if rate >= TARGET else 'NOT met'})",
-        flush=True,
-    )
-    print(
-        f"  message path alone, us per message: decode {us['decode']:.2f}, book and trade rows "
-        f"{us['book']:.2f}, drains' tables {us['rows']:.2f} (total {us['path']:.2f}); "
-        f"recorder {us['recorder']:.2f}; warm-up session (numba code loaded) {warm_s:.1f} s; "
-        f"the session's CPU time (all its threads, whole session) "
-        f"{live['client_cpu_s'] / ws_rows * 1e6:.1f} us per message",
+        f"  (one symbol actor of 2 USD-M symbols, a feed process per symbol, books synced, "
+        f"quoting through the L2 venue, {STEP_MS} ms steps, recorder on; peak RSS of this "
+        f"process {peak:.0f} MB) message path alone, us per message: decode "
+        f"{us['decode']:.2f}, book and trade rows {us['book']:.2f}, drains' tables "
+        f"{us['rows']:.2f} (total {us['path']:.2f}); recorder {us['recorder']:.2f}; warm-up "
+        f"session (numba code loaded) {warm_s:.1f} s",
         flush=True,
     )
 
