@@ -23,6 +23,7 @@ stops, after a last drain) and stops by itself when the parent's end of the pipe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import signal
@@ -179,7 +180,8 @@ class BookFeedProcess:
         return result
 
     def _gone(self, op: str, exc: BaseException) -> FeedProcessError:
-        self._proc.poll()
+        with contextlib.suppress(subprocess.TimeoutExpired):  # its exit code, once reaped
+            self._proc.wait(timeout=2.0)
         self._failure = FeedProcessError(
             f"the feed process (pid {self._proc.pid}) is gone "
             f"(exit code {self._proc.returncode}) during {op!r}: {type(exc).__name__}"
