@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 import pandas as pd
 import pytest
 import websockets
+from loopthread import ServerThread
 
 import tickray
 from tickray.cluster.paper import paper_config, run_paper
@@ -65,18 +66,13 @@ def kline(symbol: str, open_s: int, closed: bool) -> str:
     return json.dumps({"stream": f"{symbol.lower()}@kline_1s", "data": data})
 
 
-class KlineServer:
+class KlineServer(ServerThread):
     """A websockets server on 127.0.0.1 in its own thread."""
 
     def __init__(self) -> None:
         self.port = 0
         self.connections = 0
-        self._ready = threading.Event()
-        self._stop: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-        self.thread.start()
-        assert self._ready.wait(10)
+        super().__init__()
 
     async def _handler(self, ws: Any) -> None:
         self.connections += 1
@@ -96,18 +92,10 @@ class KlineServer:
             for s in symbols:
                 await ws.send(kline(s, second - 1, closed=True))
 
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = self._loop.create_future()
+    async def serve(self) -> None:
         async with websockets.serve(self._handler, "127.0.0.1", 0) as server:
             self.port = server.sockets[0].getsockname()[1]
-            self._ready.set()
-            await self._stop
-
-    def close(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set_result, None)
-        self.thread.join(5)
+            await self.running()
 
 
 @pytest.fixture()

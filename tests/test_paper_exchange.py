@@ -10,15 +10,14 @@ strings. No recorded data is needed.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from loopthread import ServerThread, start_app
 
 from tickray.cluster.paper import exchange_specs
 from tickray.engine.config import ConfigError
@@ -156,38 +155,21 @@ def add_exchange_info(
     return seen
 
 
-class InfoServer:
+class InfoServer(ServerThread):
     """An aiohttp server with both exchangeInfo routes, on its own thread and loop."""
 
     def __init__(self) -> None:
         self.app = web.Application()
         self.seen = add_exchange_info(self.app, SPOT_ROWS, USDM_ROWS)
         self.url = ""
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Future[None] | None = None
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-        self.thread.start()
-        assert self._ready.wait(10)
+        super().__init__()
 
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = self._loop.create_future()
-        runner = web.AppRunner(self.app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        host, port = runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-        self._ready.set()
+    async def serve(self) -> None:
+        runner, self.url = await start_app(self.app)
         try:
-            await self._stop
+            await self.running()
         finally:
             await runner.cleanup()
-
-    def close(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set_result, None)
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from loopthread import ServerThread, start_app
 from test_feeds_ws import FakeBinance, load_source
 from test_paper_exchange import add_exchange_info, spot_row
 from websockets.asyncio.server import ServerConnection, serve
@@ -38,44 +39,26 @@ from tickray.engine.instruments import SymbolSpec
 pytestmark = [pytest.mark.network, pytest.mark.realdata]
 
 
-class LocalBinance:
+class LocalBinance(ServerThread):
     """FakeBinance's websocket and REST servers on 127.0.0.1, in their own thread; the REST
     server answers exchangeInfo too (BTCUSDT: tick 0.01, lot 0.00001, min notional 5)."""
 
     def __init__(self, server: FakeBinance) -> None:
         self.server = server
         self.ws_url = self.rest_url = ""
-        self._ready = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Future[None] | None = None
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-        self.thread.start()
-        assert self._ready.wait(10)
+        super().__init__()
 
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = self._loop.create_future()
+    async def serve(self) -> None:
         app = self.server.rest_app()
         btc = spot_row("BTCUSDT", "BTC", "USDT", "0.01000000", "0.00001000", "5.00000000")
         add_exchange_info(app, [btc], [])
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        self.rest_url = f"http://{host}:{port}"
+        runner, self.rest_url = await start_app(app)
         try:
             async with serve(self.server.handler, "127.0.0.1", 0, compression=None) as ws:
                 self.ws_url = f"ws://127.0.0.1:{ws.sockets[0].getsockname()[1]}"
-                self._ready.set()
-                await self._stop
+                await self.running()
         finally:
             await runner.cleanup()
-
-    def close(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set_result, None)
-        self.thread.join(10)
 
 
 @pytest.fixture()
@@ -274,7 +257,7 @@ def test_a_session_whose_feed_process_dies_fails_naming_it_and_keeps_what_it_rec
     assert not (tmp_path / "paper").exists()
 
 
-class TwoBooks:
+class TwoBooks(ServerThread):
     """A local Binance of two spot symbols, BTCUSDT and ETHUSDT, on 127.0.0.1: each
     connection gets the recorded messages of the symbols its URL asks for (the first
     ``n`` of each recording, merged in receive order, at ``speed`` times their pace), and
@@ -297,12 +280,7 @@ class TwoBooks:
         self.speed = speed
         self.connections: list[frozenset[str]] = []
         self.ws_url = self.rest_url = ""
-        self._ready = threading.Event()
-        self._stop: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
-        self.thread.start()
-        assert self._ready.wait(10)
+        super().__init__()
 
     async def _stream(self, ws: ServerConnection) -> None:
         assert ws.request is not None
@@ -321,32 +299,19 @@ class TwoBooks:
             return
         await ws.wait_closed()
 
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = self._loop.create_future()
-
+    async def serve(self) -> None:
         async def depth(request: web.Request) -> web.Response:
             return web.Response(text=self.snaps[request.query["symbol"].upper()])
 
         app = web.Application()
         app.router.add_get("/api/v3/depth", depth)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self.rest_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        runner, self.rest_url = await start_app(app)
         try:
             async with serve(self._stream, "127.0.0.1", 0, compression=None) as ws:
                 self.ws_url = f"ws://127.0.0.1:{ws.sockets[0].getsockname()[1]}"
-                self._ready.set()
-                await self._stop
+                await self.running()
         finally:
             await runner.cleanup()
-
-    def close(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set_result, None)
-        self.thread.join(10)
 
 
 @pytest.mark.parametrize(("per_feed", "backend"), [(1, "local"), (2, "local"), (1, "ray")])
