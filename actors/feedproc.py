@@ -236,13 +236,13 @@ def _answer(feed: BookFeed, op: str, arg: Any, startup: float, threads: dict[str
     try:
         if op == "drain":
             if feed.error is not None:
-                raise RuntimeError(f"live feed failed: {feed.error!r}")
+                raise feed.error  # what the parent reports: "live feed failed: ..."
             assert feed.feed is not None
             return ("ok", feed.feed.drain(arg))
         if op == "status":
             return ("ok", _status(feed, startup, threads))
         raise ValueError(f"unknown request {op!r}")
-    except Exception as exc:
+    except BaseException as exc:  # the feed's own error included
         return ("error", f"{type(exc).__name__}: {exc}")
 
 

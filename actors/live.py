@@ -7,9 +7,9 @@ settles each step, the recorder writes the results. Only time differs:
   (:class:`~tickray.feeds.ws.BinanceWs`, on a background thread of the actor's process,
   so market data never leaves the actor; an order-book session's feeds run in child
   processes of the actor, see :mod:`tickray.actors.feedproc`) and turns every *closed*
-  kline into a bar of its :class:`LiveBars` source. The simulation reads that source exactly as it reads a
-  Parquet cursor in replay: same strategy code, same fills at the next bar's open, same
-  execution and risk models.
+  kline into a bar of its :class:`LiveBars` source. The simulation reads that source
+  exactly as it reads a Parquet cursor in replay: same strategy code, same fills at the
+  next bar's open, same execution and risk models.
 - The :class:`LiveClock` steps on the wall clock: a step ``(T - sync, T]`` is advanced
   once the wall clock passed ``T`` and every symbol has its bar closing at ``T`` (or
   ``grace`` seconds later at most: a bar that misses it counts as *late* and is used at
@@ -150,6 +150,20 @@ class LiveBars:
         return self.last_close >= t
 
 
+def _client(
+    live: LiveConfig, market: Market, subs: list[Subscription], recorder: WsRecorder | None
+) -> BinanceWs:
+    """The websocket client of a session's feed, as ``live`` configures it."""
+    return BinanceWs(
+        market,
+        subs,
+        base_url=live.ws_url or None,
+        stall_timeout=live.stall_timeout_s or None,
+        sink=recorder,
+        transport="aiohttp" if live.transport == "aiohttp" else "websockets",
+    )
+
+
 class _Session:
     """A websocket session on its own thread and event loop (the feeds below): stopping
     closes the connection from outside the loop, joins the thread and closes the
@@ -189,14 +203,7 @@ class _Feed(_Session):
             Subscription(s, depth=None, trades=False, book_ticker=False, klines=(interval,))
             for s in sorted(bars)
         ]
-        self.ws = BinanceWs(
-            market,
-            subs,
-            base_url=live.ws_url or None,
-            stall_timeout=live.stall_timeout_s or None,
-            sink=self.recorder,
-            transport="aiohttp" if live.transport == "aiohttp" else "websockets",
-        )
+        self.ws = _client(live, market, subs, self.recorder)
         self.error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.Thread(target=self._main, name="tickray-live-feed", daemon=True)
@@ -233,14 +240,7 @@ class BookFeed(_Session):
         self.live = live
         self.recorder = WsRecorder(record, market) if record is not None else None
         subs = [Subscription(s, depth=live.depth, trades=True, book_ticker=tops) for s in symbols]
-        self.ws = BinanceWs(
-            market,
-            subs,
-            base_url=live.ws_url or None,
-            stall_timeout=live.stall_timeout_s or None,
-            sink=self.recorder,
-            transport="aiohttp" if live.transport == "aiohttp" else "websockets",
-        )
+        self.ws = _client(live, market, subs, self.recorder)
         self.feed: LiveFeed | None = None
         self.error: BaseException | None = None
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -177,6 +177,7 @@ def run_paper(
         )
         write_report(path)
         if live.record:  # what replaying the recording reproduces: the session's steps
+            Path(live.record).mkdir(parents=True, exist_ok=True)
             (Path(live.record) / SESSION_FILE).write_text(
                 json.dumps(
                     {
