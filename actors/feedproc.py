@@ -8,12 +8,15 @@ same feed (:class:`tickray.actors.live.BookFeed`: websocket, REST snapshots, syn
 books and recorder) in a child process, so it gets a core of its own, and hands each
 step its drained tables over a pipe.
 
-The protocol is strictly request and reply, one at a time (a lock guards the pipe): the
-actor sends ``(op, arg)`` and reads ``("ok", result)`` or ``("error", text)``, where
-``op`` is ``"drain"`` (a symbol's :class:`~tickray.feeds.livebook.SymbolBatch` since the
-last drain: every message received before the request is in it, as on a thread),
-``"status"``, ``"failure"`` (the feed's error, if it failed) or ``"stop"`` (closes the
-connection and the recorder and answers with the final status; the child then exits).
+The protocol is request and reply over a socket pair: the actor sends ``(op, arg)`` and
+reads ``("ok", result)`` or ``("error", text)``, replies in the order of the requests
+(several may be sent ahead; a lock guards the pipe). ``op`` is ``"drain"`` (a symbol's
+:class:`~tickray.feeds.livebook.SymbolBatch` since the last drain: every message
+received before the request is in it, as on a thread), ``"status"`` or ``"stop"``
+(closes the connection and the recorder and answers with the final status; the child
+then exits). A failure inside the feed is the reply to the next drain; the child's exit
+is seen by :attr:`BookFeedProcess.error`.
+
 The child starts with ``python -m tickray.actors.feedproc <fd>`` (no re-import of the
 parent's main module, which matters inside Ray's workers), reads its arguments as the
 first message, runs in a process group of its own and ignores SIGINT (a terminal's

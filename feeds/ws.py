@@ -1312,8 +1312,7 @@ class BinanceWs:
         except InvalidURI:
             raise
         except (OSError, TimeoutError, WebSocketException) as exc:
-            self.stats.connect_failures += 1
-            self._record_error(f"connect to {self.base_url} failed: {type(exc).__name__}: {exc}")
+            self._connect_failed(exc)
             return None
 
     async def _connect_aiohttp(self) -> _AiohttpConnection | None:
@@ -1333,10 +1332,14 @@ class BinanceWs:
                 self.open_timeout,
             )
         except (OSError, TimeoutError, aiohttp.ClientError) as exc:
-            self.stats.connect_failures += 1
-            self._record_error(f"connect to {self.base_url} failed: {type(exc).__name__}: {exc}")
+            self._connect_failed(exc)
             return None
         return _AiohttpConnection(ws)
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        """Count and log a failed connection attempt (the caller backs off and retries)."""
+        self.stats.connect_failures += 1
+        self._record_error(f"connect to {self.base_url} failed: {type(exc).__name__}: {exc}")
 
     async def _backoff(self, attempt: int) -> None:
         if self.max_retries is not None and attempt >= self.max_retries:
