@@ -327,7 +327,7 @@ def test_an_actor_that_keeps_dying_gives_up_after_max_restarts(
 
 
 THREE_NODES = """
-import json, os, signal, sys
+import json, os, signal, sys, time
 from dataclasses import replace
 from pathlib import Path
 import ray
@@ -366,11 +366,25 @@ class Fault(NullProgress):
         ids = [w.node_id for w in workers]
         i = max(k for k, node in enumerate(backend.placement) if node in ids)
         report[self.kind + "_actor"] = i
+        pid = backend.pids()[i]
         if self.kind == "kill":  # SIGKILL the actor's process
-            os.kill(backend.pids()[i], signal.SIGKILL)
+            os.kill(pid, signal.SIGKILL)
         else:  # a whole worker node is lost, with the actor placed on it
             victim = workers[ids.index(backend.placement[i])]
             cluster.remove_node(victim, allow_graceful=False)
+        # the run goes on once the actor's process is gone (its workers outlive a removed
+        # raylet for a moment, and a short run could end before they notice)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and alive(pid):
+            time.sleep(0.05)
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
 
 
 def hook(fault):
