@@ -11,7 +11,8 @@ step its drained tables over a pipe.
 The protocol is request and reply over a socket pair: the actor sends ``(op, arg)`` and
 reads ``("ok", result)`` or ``("error", text)``, replies in the order of the requests
 (several may be sent ahead; a lock guards the pipe). ``op`` is ``"drain"`` (a symbol's
-:class:`~tickray.feeds.livebook.SymbolBatch` since the last drain: every message
+rows since the last drain, in the compact :class:`~tickray.feeds.livebook.SymbolRows`,
+of which the actor makes the :class:`~tickray.feeds.livebook.SymbolBatch`: every message
 received before the request is in it, as on a thread), ``"status"`` or ``"stop"``
 (closes the connection and the recorder and answers with the final status; the child
 then exits). A failure inside the feed is the reply to the next drain; the child's exit
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
     from tickray.actors.live import BookFeed
 
 from tickray.engine.config import LiveConfig
-from tickray.feeds.livebook import SymbolBatch
+from tickray.feeds.livebook import SymbolBatch, SymbolRows
 from tickray.feeds.ws import Market
 
 __all__ = ["BookFeedProcess"]
@@ -122,10 +123,10 @@ class BookFeedProcess:
             raise RuntimeError(f"live feed failed: {self._failure!r}") from self._failure
         try:
             self.request_drain(symbol)
-            batch: SymbolBatch = self._result(("drain", symbol), REQUEST_TIMEOUT_S)
+            rows: SymbolRows = self._result(("drain", symbol), REQUEST_TIMEOUT_S)
         except FeedProcessError as exc:
             raise FeedProcessError(f"live feed failed: {exc}") from None
-        return batch
+        return rows.batch()  # the tables are made here: the feed's process is the busier
 
     def status(self) -> dict[str, Any]:
         if self._final is not None:
@@ -241,7 +242,7 @@ def _answer(feed: BookFeed, op: str, arg: Any, startup: float, threads: dict[str
             if feed.error is not None:
                 raise feed.error  # what the parent reports: "live feed failed: ..."
             assert feed.feed is not None
-            return ("ok", feed.feed.drain(arg))
+            return ("ok", feed.feed.drain_rows(arg))
         if op == "status":
             return ("ok", _status(feed, startup, threads))
         raise ValueError(f"unknown request {op!r}")

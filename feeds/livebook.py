@@ -359,8 +359,12 @@ class LiveBook:
 
     def drain(self) -> tuple[pa.Table, Int64Array]:
         """The DEPTH_UPDATES rows of the messages applied since the last drain, and their lines."""
+        return depth_table(self.drain_rows(), self.source)
+
+    def drain_rows(self) -> DepthRows:
+        """The messages applied since the last drain, compact (:class:`DepthRows`)."""
         msgs, self._msgs = self._msgs, []
-        return depth_rows(msgs, self.source)
+        return compact_depth(msgs)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -547,36 +551,72 @@ def _gap_text(text: str) -> str:
     return text.removesuffix("; depth rows stop here")
 
 
-def depth_rows(msgs: list[_Msg], source: str) -> tuple[pa.Table, Int64Array]:
-    """Applied messages -> (DEPTH_UPDATES table, line of each row), vectorised."""
+class DepthRows(NamedTuple):
+    """Applied depth messages in a compact form, one entry per message and no per-row
+    repeats: what a feed in another process hands over (:meth:`LiveBook.drain_rows`), a
+    third of the bytes of the DEPTH_UPDATES rows it stands for (:func:`depth_table`)."""
+
+    #: (n, 4) int64: line (session ``seq``), ts, first and last update id of each message.
+    head: Int64Array
+    #: (n,) int64: ``pu`` where ``has_prev``, else 0 (a spot diff or a snapshot has none).
+    prev: Int64Array
+    has_prev: npt.NDArray[np.bool_]
+    is_snapshot: npt.NDArray[np.bool_]
+    #: (n, 2) int64: the bid and ask levels of each message.
+    counts: Int64Array
+    #: float64 ``[price, qty, ...]``: each message's bids, then its asks, in message order.
+    levels: npt.NDArray[np.float64]
+
+
+def compact_depth(msgs: list[_Msg]) -> DepthRows:
+    """Applied messages (as :class:`LiveBook` keeps them) -> :class:`DepthRows`."""
     n = len(msgs)
     sides: list[Levels] = [x for m in msgs for x in (m[5], m[6])]
     sizes = np.fromiter(map(len, sides), dtype=np.int64, count=2 * n)
-    counts = sizes // 2
-    per_msg = counts[0::2] + counts[1::2]
     if (sizes & 1).any():  # by hand only: a trailing lone price is not a level
         sides = [x[: len(x) - (len(x) & 1)] for x in sides]
-    flat = np.concatenate(sides, dtype=np.float64) if n else np.empty(0, dtype=np.float64)
-    pq = flat.reshape(-1, 2).T.copy()  # price row, qty row (contiguous for Arrow)
-    side = np.repeat(np.tile(np.array([1, -1], dtype=np.int8), n), counts)
+    levels = np.concatenate(sides, dtype=np.float64) if n else np.empty(0, dtype=np.float64)
+    prev = [m[4] for m in msgs]
+    return DepthRows(
+        np.array([m[:4] for m in msgs], dtype=np.int64).reshape(n, 4),
+        np.array([0 if p is None else p for p in prev], dtype=np.int64),
+        np.array([p is not None for p in prev], dtype=np.bool_),
+        np.array([m[7] for m in msgs], dtype=np.bool_),
+        (sizes // 2).reshape(n, 2),
+        levels,
+    )
+
+
+def depth_table(rows: DepthRows, source: str) -> tuple[pa.Table, Int64Array]:
+    """:class:`DepthRows` -> (DEPTH_UPDATES table, line of each row), vectorised."""
+    n = len(rows.head)
+    per_msg = rows.counts.sum(axis=1)
+    pq = rows.levels.reshape(-1, 2).T.copy()  # price row, qty row (contiguous for Arrow)
+    side = np.repeat(np.tile(np.array([1, -1], dtype=np.int8), n), rows.counts.reshape(-1))
     # line, ts, U, u: one row per message, repeated for its levels (np.repeat on each column;
     # gathering rows of the transposed array was the slowest step)
-    head = np.array([m[:4] for m in msgs], dtype=np.int64).reshape(n, 4)
-    lines, ts, first, last = (np.repeat(head[:, k], per_msg) for k in range(4))
-    prev = pa.array([m[4] for m in msgs], type=pa.int64())
+    lines, ts, first, last = (np.repeat(rows.head[:, k], per_msg) for k in range(4))
+    prev = pa.array(
+        np.repeat(rows.prev, per_msg), type=pa.int64(), mask=np.repeat(~rows.has_prev, per_msg)
+    )
     table = pa.table(
         {
             "ts": pa.array(ts, type=TS_TYPE),
             "first_update_id": first,
             "last_update_id": last,
-            "prev_last_update_id": prev.take(pa.array(np.repeat(np.arange(n), per_msg))),
+            "prev_last_update_id": prev,
             "side": side,
             "price": pq[0],
             "qty": pq[1],
-            "is_snapshot": np.repeat(np.array([m[7] for m in msgs], dtype=np.bool_), per_msg),
+            "is_snapshot": np.repeat(rows.is_snapshot, per_msg),
         }
     )
     return conform(table, "depth_updates", source), lines
+
+
+def depth_rows(msgs: list[_Msg], source: str) -> tuple[pa.Table, Int64Array]:
+    """Applied messages -> (DEPTH_UPDATES table, line of each row), vectorised."""
+    return depth_table(compact_depth(msgs), source)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -685,26 +725,66 @@ class LiveSymbol:
 
     def drain(self) -> SymbolBatch:
         """Rows since the last drain, as canonical tables (and the book's depth rows)."""
-        depth, depth_line = self.book.drain()
-        trades, trades_line = _trade_table(self._trades, f"{self.symbol} trades")
-        aggs, aggs_line = _trade_table(self._aggs, f"{self.symbol} aggTrades")
-        tops, tops_line = _top_table(self._tops, f"{self.symbol} bookTicker")
+        return self.drain_rows().batch()
+
+    def drain_rows(self) -> SymbolRows:
+        """Rows since the last drain, compact (:class:`SymbolRows`): what a feed in another
+        process hands over; ``.batch()`` makes the tables :meth:`drain` gives."""
+        rows = SymbolRows(
+            self.symbol,
+            self.book.source,
+            self.book.drain_rows(),
+            _taken(self._trades),
+            _taken(self._aggs),
+            _taken(self._tops),
+            _taken(self._marks),
+            self._bars,
+        )
+        self._bars = {}
+        return rows
+
+
+def _taken(cols: tuple[list[Any], ...]) -> tuple[list[Any], ...]:
+    """A copy of the columns, which are emptied (their ``append`` stays bound in handlers)."""
+    out = tuple(col[:] for col in cols)
+    for col in cols:
+        col.clear()
+    return out
+
+
+class SymbolRows(NamedTuple):
+    """One symbol's rows since the last drain before they become tables (picklable, and a
+    third of the bytes for the depth): the book's :class:`DepthRows` and the trades',
+    aggTrades', tops' and marks' columns as the handlers collected them, the closed
+    klines by interval. :meth:`batch` makes the :class:`SymbolBatch`."""
+
+    symbol: str
+    depth_source: str
+    depth: DepthRows
+    trades: tuple[list[Any], ...]
+    aggs: tuple[list[Any], ...]
+    tops: tuple[list[Any], ...]
+    marks: tuple[list[Any], ...]
+    bars: dict[str, list[Kline]]
+
+    def batch(self) -> SymbolBatch:
+        depth, depth_line = depth_table(self.depth, self.depth_source)
+        trades, trades_line = _trade_table(self.trades, f"{self.symbol} trades")
+        aggs, aggs_line = _trade_table(self.aggs, f"{self.symbol} aggTrades")
+        tops, tops_line = _top_table(self.tops, f"{self.symbol} bookTicker")
         marks = conform(
             pa.table(
                 {
-                    "ts": pa.array(self._marks[0], type=pa.int64()),
-                    "funding_rate": pa.array(self._marks[1], type=pa.float64()),
-                    "mark_price": pa.array(self._marks[2], type=pa.float64()),
-                    "index_price": pa.array(self._marks[3], type=pa.float64()),
+                    "ts": pa.array(self.marks[0], type=pa.int64()),
+                    "funding_rate": pa.array(self.marks[1], type=pa.float64()),
+                    "mark_price": pa.array(self.marks[2], type=pa.float64()),
+                    "index_price": pa.array(self.marks[3], type=pa.float64()),
                 }
             ),
             "funding",
             f"{self.symbol} markPrice",
         )
-        for col in self._marks:
-            col.clear()
-        bars = {iv: kline_bars(ks, f"{self.symbol} kline_{iv}") for iv, ks in self._bars.items()}
-        self._bars = {}
+        bars = {iv: kline_bars(ks, f"{self.symbol} kline_{iv}") for iv, ks in self.bars.items()}
         return SymbolBatch(
             depth, depth_line, trades, trades_line, aggs, aggs_line, tops, tops_line, marks, bars
         )
@@ -721,8 +801,6 @@ def _trade_table(cols: tuple[list[Any], ...], source: str) -> tuple[pa.Table, In
             "is_buyer_maker": pa.array(cols[5], type=pa.bool_()),
         }
     )
-    for col in cols:
-        col.clear()
     return conform(table, "trades", source), lines
 
 
@@ -738,8 +816,6 @@ def _top_table(cols: tuple[list[Any], ...], source: str) -> tuple[pa.Table, Int6
             "ask_qty": pa.array(cols[6], type=pa.float64()),
         }
     )
-    for col in cols:
-        col.clear()
     return conform(table, "book_tops", source), lines
 
 
@@ -847,6 +923,9 @@ class LiveFeed:
 
     def drain(self, name: str) -> SymbolBatch:
         return self.symbol(name).drain()
+
+    def drain_rows(self, name: str) -> SymbolRows:
+        return self.symbol(name).drain_rows()
 
     def _route(self, stream: str) -> Handler:
         symbol, kind = stream_kind(stream)

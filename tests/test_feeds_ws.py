@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import pickle
 import random
 import re
 from collections import Counter
@@ -833,6 +834,54 @@ def test_live_symbol_keeps_closed_bars_once_and_marks_as_funding_rows() -> None:
         "index_price": [61790.5, None],
     }
     assert live.drain().marks.num_rows == 0 and live.drain().bars == {}
+
+
+@pytest.mark.parametrize("market", ["spot", "usdm"])
+def test_compact_rows_cross_a_pickle_and_make_the_tables_a_drain_makes(market: str) -> None:
+    # what a feed process hands its actor (drain_rows, pickled) gives exactly drain()'s tables
+    def fed() -> LiveSymbol:
+        live = LiveSymbol("BTCUSDT", market)
+        futures = market == "usdm"
+        diff = {
+            k: DepthDiff(k, k + 1, k - 1 if futures else None, [9.0 + k / 100, 1.0], [], 0)
+            for k in range(100, 110, 2)
+        }
+        on_diff, on_trade = live.handler(StreamKind.DEPTH), live.handler(StreamKind.TRADE)
+        on_top, on_mark = live.handler(StreamKind.BOOK_TICKER), live.handler(StreamKind.MARK_PRICE)
+        on_diff(1, 0, diff[100])
+        live.book.on_snapshot(2, 1, snap(100, [(10.0, 1.5), (9.9, 2.0)], [(10.1, 3.0)]))
+        on_trade(3, 2, Trade(7, 10.05, 0.5, True, 1))
+        on_diff(4, 3, DepthDiff(102, 103, 101 if futures else None, [9.5, 0.0, 9.4], [10.2, 1], 0))
+        on_diff(5, 4, diff[106])  # 104..105 missing: a gap, then a resync deleting levels
+        assert live.book.on_snapshot(6, 5, snap(105 + futures, [(10.0, 1.0)], [(10.3, 2.0)]))
+        on_top(7, 6, Top(108, 10.0, 1.0, 10.3, 2.0, None))
+        on_mark(8, 7, MarkPrice(10.1, None, None, 0, 8))
+        on_kline = live.handler(StreamKind.KLINE)
+        on_kline(9, 8, Kline("1m", 60_000, 119_999, 1.0, 3.0, 0.5, 2.0, 10.0, 15.0, 9, 4.0, True))
+        return live
+
+    direct, handed = fed(), fed()
+    want = direct.drain()
+    got = pickle.loads(pickle.dumps(handed.drain_rows())).batch()
+    assert want.depth.num_rows == 12 and want.depth["prev_last_update_id"].null_count == (
+        8 if market == "usdm" else 12
+    )
+    prev = [None] * 3 + [99, 101, 101] + [None] * 5 + [105]
+    assert got.depth["prev_last_update_id"].to_pylist() == (
+        prev if market == "usdm" else [None] * 12
+    )
+    assert got.depth_line.tolist() == [1, 1, 1, 0, 3, 3] + [5] * 6
+    assert got.depth["side"].to_pylist() == [1, 1, -1, 1, 1, -1, 1, 1, -1, -1, -1, 1]
+    for name in ("depth", "trades", "agg_trades", "tops", "marks"):
+        assert getattr(got, name).equals(getattr(want, name), check_metadata=True), name
+    for name in ("depth_line", "trades_line", "agg_trades_line", "tops_line"):
+        assert getattr(got, name).tolist() == getattr(want, name).tolist(), name
+    assert got.bars.keys() == want.bars.keys() == {"1m"}
+    assert got.bars["1m"].equals(want.bars["1m"])
+    # both drained: the next drain is empty either way
+    for live in (direct, handed):
+        empty = pickle.loads(pickle.dumps(live.drain_rows())).batch()
+        assert (empty.depth.num_rows, empty.trades.num_rows, empty.bars) == (0, 0, {})
 
 
 def test_recorder_flushes_a_row_group_by_count_or_by_time(tmp_path: Path) -> None:
