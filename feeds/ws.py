@@ -720,7 +720,7 @@ def _fast_depth(stream: str, symbol: str, futures: bool) -> _FastParser:
     levels = _LEVELS.decode
 
     def both(b: msgspec.Raw, a: msgspec.Raw) -> tuple[Levels, Levels] | None:
-        got = scan_levels(b, a)
+        got = scan_levels(bytes(b), bytes(a))
         if got is not None:
             vals, nb = got
             return vals[:nb], vals[nb:]
