@@ -92,14 +92,54 @@ class L2SymbolSim:
         used_up = self._ev is None or self._i >= len(self._ev.ts)
         return used_up and ceil_to(self.time + 1, self.sync) <= until
 
+    def _absorb_bound(self, until: int) -> int:
+        return min(until, ceil_to(self.time + 1, self.sync))
+
+    def absorb_reads(self, until: int) -> bool:
+        """True when :meth:`absorb` to ``until`` will read a new batch (nothing at hand is
+        stamped at or after the bound): a live feed may then build it ahead of the call."""
+        ev = self._ev
+        return ev is None or self._i >= len(ev.ts) or int(ev.ts[-1]) < self._absorb_bound(until)
+
+    def absorb(self, until: int) -> None:
+        """Replay, ahead of the next :meth:`advance`, the events at hand and those of one
+        more batch (when nothing at hand reaches the bound) stamped before ``until``, or
+        before the next step boundary if that comes first; the actions and timers due
+        after the last of them wait, as they do between two batches.
+
+        A live session calls it while it waits for a boundary, so that the step after it
+        has only the tail of its messages left to replay. The venue replays a sequence of
+        batches as it replays their concatenation (actions due between two events are
+        carried out either way; those due after a batch's last event wait for the next
+        batch or for the step's flush), so what ``advance`` then gives is the same as
+        without it: the same fills at the same times, only decided earlier.
+        """
+        b = self._absorb_bound(until)
+        ev = self._ev
+        if ev is not None and self._i < len(ev.ts):
+            self._replay_before(ev, b)
+            if self._i < len(ev.ts):  # an event at or after the bound is at hand already
+                return
+        nxt = next(self._batches, None)
+        if nxt is None or len(nxt.ts) == 0:
+            return
+        self._ev, self._i = nxt, 0
+        self._replay_before(nxt, b)
+
+    def _replay_before(self, ev: MarketEvents, b: int) -> None:
+        """The events of ``ev`` from the cursor on stamped before ``b``."""
+        j = int(ev.ts.searchsorted(b, side="left"))
+        if j > self._i:
+            self.venue.run(ev.slice(self._i, j), b - 1)
+            self._i = j
+
     def _run_before(self, b: int) -> None:
         """Replay every event stamped before ``b``, then the actions due before it."""
         while (ev := self._next()) is not None:
-            j = int(ev.ts.searchsorted(b, side="left"))
-            if j <= self._i:
+            i = self._i
+            self._replay_before(ev, b)
+            if self._i == i:
                 break
-            self.venue.run(ev.slice(self._i, j), b - 1)
-            self._i = j
         self.venue.flush(b - 1)
 
     def _mark(self) -> float:

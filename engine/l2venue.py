@@ -170,8 +170,12 @@ class L2Venue(Venue):
             if woke:
                 self._wake()
                 nxt = self.next_action_ts()
-                if nxt is not None and nxt <= self.now and (i >= n or ev.ts[i] > self.now):
-                    self.run_actions(self.now)  # zero latency: no need to re-enter the loop
+                # zero latency: no need to re-enter the loop; but at the batch's end they
+                # wait, as the next batch may open with events at this very time, which
+                # come first (the same order as in one batch: a replay is the same however
+                # its events are split into batches)
+                if nxt is not None and nxt <= self.now and i < n and ev.ts[i] > self.now:
+                    self.run_actions(self.now)
             if why == RET_END:
                 break
         return i
