@@ -61,8 +61,8 @@ class FeedProcessError(RuntimeError):
 
 
 class BookFeedProcess:
-    """The interface of :class:`tickray.actors.live.BookFeed` (``drain``, ``status``,
-    ``stop``, ``error``, ``market``) over a child process that runs one.
+    """The interface of :class:`tickray.actors.live.BookFeed` (``drain_rows``, ``drain``,
+    ``status``, ``stop``, ``error``, ``market``) over a child process that runs one.
 
     Requests may be sent ahead (:meth:`request_drain`): an actor asks each of its feeds
     for its step's tables at once, and they build them in parallel; replies are read in
@@ -118,7 +118,9 @@ class BookFeedProcess:
         if self._failure is None and key not in self._pending and key not in self._early:
             self._send(key)
 
-    def drain(self, symbol: str) -> SymbolBatch:
+    def drain_rows(self, symbol: str) -> SymbolRows:
+        """``symbol``'s rows since the last drain, compact (the tables, or the events,
+        are made here: the feed's process is the busier)."""
         if self._failure is not None:
             raise RuntimeError(f"live feed failed: {self._failure!r}") from self._failure
         try:
@@ -126,7 +128,10 @@ class BookFeedProcess:
             rows: SymbolRows = self._result(("drain", symbol), REQUEST_TIMEOUT_S)
         except FeedProcessError as exc:
             raise FeedProcessError(f"live feed failed: {exc}") from None
-        return rows.batch()  # the tables are made here: the feed's process is the busier
+        return rows
+
+    def drain(self, symbol: str) -> SymbolBatch:
+        return self.drain_rows(symbol).batch()
 
     def status(self) -> dict[str, Any]:
         if self._final is not None:

@@ -38,7 +38,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow.compute as pc
 
 from tickray.actors.backends import Backend, Call, cpu_count
 from tickray.actors.clock import ClockStats, RunInterrupted, shard
@@ -52,8 +51,14 @@ from tickray.engine.config import LiveConfig, RunConfig
 from tickray.engine.events import Control, ControlKind, Inbox, OrderStatus, Outbox
 from tickray.engine.l2sim import L2SymbolSim
 from tickray.engine.portfolio import SettleResult, concat_updates
-from tickray.feeds.l2events import continued_events, recording_events
-from tickray.feeds.livebook import LiveFeed, SymbolBatch, rest_snapshot_fetcher, warm_up
+from tickray.feeds.l2events import continued_rows_events, recording_events
+from tickray.feeds.livebook import (
+    LiveFeed,
+    SymbolBatch,
+    SymbolRows,
+    rest_snapshot_fetcher,
+    warm_up,
+)
 from tickray.feeds.recordings import Recording
 from tickray.feeds.rest import BinanceRest
 from tickray.feeds.ws import BinanceWs, Kline, Market, Subscription, stream_kind
@@ -271,15 +276,19 @@ class BookFeed(_Session):
             finally:
                 await self.feed.close()
 
-    async def _drain(self, symbol: str) -> SymbolBatch:
+    async def _drain(self, symbol: str) -> SymbolRows:
         assert self.feed is not None
-        return self.feed.drain(symbol)
+        return self.feed.drain_rows(symbol)
 
-    def drain(self, symbol: str) -> SymbolBatch:
+    def drain_rows(self, symbol: str) -> SymbolRows:
+        """``symbol``'s rows since the last drain (compact; ``.batch()`` makes tables)."""
         if self.error is not None:
             raise RuntimeError(f"live feed failed: {self.error!r}") from self.error
         assert self.loop is not None
         return asyncio.run_coroutine_threadsafe(self._drain(symbol), self.loop).result(30.0)
+
+    def drain(self, symbol: str) -> SymbolBatch:
+        return self.drain_rows(symbol).batch()
 
     def status(self) -> dict[str, Any]:
         books = {}
@@ -305,7 +314,13 @@ class _LiveEvents:
         return self
 
     def __next__(self) -> MarketEvents:
-        b = self.feed.drain(self.symbol)
+        rows = self.feed.drain_rows(self.symbol)
+        if self.started:  # straight from the rows: no tables (a drain every few tens of ms)
+            return continued_rows_events(rows, tops=self.tops)
+        d = rows.depth
+        if not (d.is_snapshot & (d.counts.sum(axis=1) > 0)).any():
+            return _NO_EVENTS  # not synced yet: what came before the snapshot is dropped
+        b = rows.batch()
         rec = Recording(
             self.symbol,
             self.feed.market,
@@ -318,10 +333,6 @@ class _LiveEvents:
             0,
             f"live {self.symbol}",
         )
-        if self.started:
-            return continued_events(rec, tops=self.tops)
-        if not b.depth.num_rows or not pc.any(b.depth["is_snapshot"]).as_py():
-            return _NO_EVENTS  # not synced yet: what came before the snapshot is dropped
         self.started = True
         return recording_events(rec, tops=self.tops)
 
@@ -345,6 +356,10 @@ class LiveSymbolActor(SymbolActor):
         self._book_feeds: list[BookFeed | BookFeedProcess] = []
         self._book_feed: dict[str, BookFeed | BookFeedProcess] = {}
         self._feed: _Feed | None = None
+        #: Decision latencies (ns) not yet reported by live_status, and how many of each
+        #: order-book venue's updates (since its last step) absorb has noted already.
+        self._decision_lag_ns: list[int] = []
+        self._noted: dict[str, int] = {}
         if config.l2 is not None:
             make = BookFeedProcess if live.feed == "process" else BookFeed
             names = sorted(symbols)
@@ -375,7 +390,37 @@ class LiveSymbolActor(SymbolActor):
                 and sim.reads_next_batch(until)
             ):
                 feed.request_drain(s)
-        return super().step(until, inboxes, symbols)
+        outs = super().step(until, inboxes, symbols)
+        # the orders decided in this step (those absorb noted already, it counted then):
+        # from the receipt of the message each was decided on to now
+        now = time.time_ns()
+        for ob in outs:
+            u = ob.updates.data[self._noted.pop(ob.symbol, 0) :]
+            sent = u["ts"][u["status"] == int(OrderStatus.SUBMITTED)]
+            self._decision_lag_ns.extend((now - sent).tolist())
+        return outs
+
+    def absorb(self, until: int) -> None:
+        """While the clock waits for the boundary ``until``: each order-book symbol takes
+        in what its feed received so far (:meth:`L2SymbolSim.absorb
+        <tickray.engine.l2sim.L2SymbolSim.absorb>`), so that the step after the boundary
+        has only the tail left, and the orders decided now count as decided now. The
+        results are what the step alone would give. Bar sessions have nothing to do."""
+        sims = {s: sim for s, sim in self.sims.items() if isinstance(sim, L2SymbolSim)}
+        for s, sim in sims.items():  # the feed processes build their tables in parallel
+            feed = self._book_feed.get(s)
+            if isinstance(feed, BookFeedProcess) and sim.absorb_reads(until):
+                feed.request_drain(s)
+        for sim in sims.values():
+            sim.absorb(until)
+        now = time.time_ns()
+        for s, sim in sims.items():
+            ups = sim.venue.updates
+            seen = self._noted.get(s, 0)
+            self._decision_lag_ns.extend(
+                now - u.ts_event for u in ups[seen:] if u.status == OrderStatus.SUBMITTED
+            )
+            self._noted[s] = len(ups)
 
     def _l2_events(self, config: RunConfig, symbol: str) -> Iterator[MarketEvents]:
         assert config.l2 is not None
@@ -391,9 +436,14 @@ class LiveSymbolActor(SymbolActor):
         return [s for s, b in self._live_bars.items() if not b.has(t)]
 
     def live_status(self) -> dict[str, Any]:
+        """The feeds' counters, and the decision latencies (ns) since the last call
+        (``decision_lag_ns``: from the receipt of the message an order was decided on to
+        the end of the step or absorb that decided it)."""
+        lags, self._decision_lag_ns = self._decision_lag_ns, []
         if self._book_feeds:
             sts = [feed.status() for feed in self._book_feeds]
             return {
+                "decision_lag_ns": lags,
                 "ws": merge_ws_stats([st["ws"] for st in sts]),
                 "books": {k: v for st in sts for k, v in st["books"].items()},
                 "latency_ns": [],
@@ -404,6 +454,7 @@ class LiveSymbolActor(SymbolActor):
         assert self._feed is not None
         lat = [x for b in self._live_bars.values() for x in b.latency_ns]
         return {
+            "decision_lag_ns": lags,
             "ws": self._feed.ws.stats.as_dict(),
             "latency_ns": lat,
             "gaps": {s: b.gaps for s, b in self._live_bars.items()},
@@ -476,9 +527,17 @@ class LiveClock:
         self.reached = t0
         self.late_bars = 0
         self.step_lag_ns: list[int] = []  # wall time of each step's start - its boundary
-        # wall time when a step's results came back - the (receive) time of each order
-        # decided in it: the path from a message's receipt to a paper order decision
+        # the path from a message's receipt to a paper order decision: the wall time when
+        # the step or absorb that decided an order ended - the receive time of the message
+        # it was decided on (measured by the actors, on the feeds' clock; see _refresh)
         self.decision_lag_ns: list[int] = []
+        live = config.live
+        #: Absorb every this many ns while waiting for a boundary (0: never).
+        self.absorb_ns = (
+            int(live.absorb_ms * 1e6) if live is not None and config.l2 is not None else 0
+        )
+        self.absorbs = 0
+        self._absorb_at = 0
         self.on_status = on_status
         self._status: list[dict[str, Any]] = []
         self._status_at = 0
@@ -492,13 +551,26 @@ class LiveClock:
     def request_stop(self, why: str = "interrupted") -> None:
         self.stop_requested = why
 
-    def _wait_until(self, t: int) -> None:
+    def _wait_until(self, t: int, absorb: bool = False) -> None:
+        """Wait for the wall clock to pass ``t``, showing the status; with ``absorb``, the
+        actors take in what arrived every :attr:`absorb_ns` while at least that much is
+        left (:meth:`LiveSymbolActor.absorb`)."""
+        every = self.absorb_ns if absorb else 0
         while not self.stop_requested:
-            left = t - self.now()
+            now = self.now()
+            left = t - now
             if left <= 0:
                 return
             self._report()
-            self.sleep(min(left / 1e9, 0.2))
+            wake = t
+            if every and left > every:
+                if now >= self._absorb_at:
+                    self.backend.call("absorb", t)
+                    self.absorbs += 1
+                    self._absorb_at = now + every
+                    continue
+                wake = min(t, self._absorb_at)
+            self.sleep(min((wake - now) / 1e9, 0.2))
 
     def _wait_for_bars(self, t: int, deadline: int) -> None:
         while True:
@@ -531,7 +603,7 @@ class LiveClock:
             ending = self.t_end is not None and t >= self.t_end  # the duration is over
             if ending and (live.on_stop != "flatten" or flatten_at is not None):
                 break
-            self._wait_until(target)
+            self._wait_until(target, absorb=flatten_at is None and not ending)
             if (self.stop_requested or ending) and flatten_at is None:
                 self.stop_reason = self.stop_requested
                 if live.on_stop != "flatten" or t == self.t0:
@@ -598,6 +670,8 @@ class LiveClock:
     def _refresh(self, feeds: list[dict[str, Any]], now: int) -> None:
         """New counters of the feeds; the message rate since the previous ones."""
         self._status, self._status_at = feeds, now
+        for st in feeds:  # each actor's since its previous status
+            self.decision_lag_ns.extend(st.get("decision_lag_ns", ()))
         msgs = sum(int(s["ws"].get("messages", 0)) for s in feeds)
         then, before = self._rate
         if now > then:
@@ -656,12 +730,8 @@ class LiveClock:
         self.stats.calls += len(calls)
         outs: list[Outbox] = self.backend.collect(self.backend.submit(calls))
         outs.sort(key=lambda o: o.symbol)
-        wall = self.now()
         for ob in outs:
             self._last_positions[ob.symbol] = ob.position
-            u = ob.updates.data
-            sent = u["ts"][u["status"] == int(OrderStatus.SUBMITTED)]
-            self.decision_lag_ns.extend((wall - sent).tolist())
         for ob in outs:
             if ob.reached != target:
                 raise RuntimeError(f"{ob.symbol}: reached {iso(ob.reached)}, not {iso(target)}")

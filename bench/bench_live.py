@@ -21,9 +21,10 @@ and the recorder writes. Both websocket transports, two ways, three sessions eac
 
 Reported besides: the same messages through the message path alone (decode, book, rows;
 no network, no strategy), in this process, as the baseline of the ratio; decision latency
-p50/p99 (from the receipt of the message an order was decided on to the wall time its
-step's results came back); the CPU time per message of the feed processes (after their
-start-up) and of the actor's process; the message path's stages (us per message).
+p50/p99 (from the receipt of the message an order was decided on to the end of the step,
+or of the absorb between two boundaries, that decided it: the actor takes in what arrived
+every 25 ms, ``live.absorb_ms``); the CPU time per message of the feed processes (after
+their start-up) and of the actor's process; the message path's stages (us per message).
 """
 
 from __future__ import annotations

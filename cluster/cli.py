@@ -445,6 +445,7 @@ def build_paper_l2_config(args: argparse.Namespace) -> RunConfig:
         feed=args.feed,
         transport=args.transport,
         symbols_per_feed=args.symbols_per_feed,
+        absorb_ms=args.absorb_ms,
     )
     from tickray.feeds.ws import DEPTH_SPEEDS
 
@@ -856,6 +857,14 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="symbols that share one connection and feed process (default 1: each "
         "symbol's streams have their own)",
+    )
+    pl.add_argument(
+        "--absorb-ms",
+        type=float,
+        default=25.0,
+        help="while waiting for a step boundary, take in what arrived every this many ms, "
+        "so that orders are decided soon after their messages (0: at the boundary only; "
+        "the results are the same; default 25)",
     )
     _add_l2_strategy_args(pl)
     pl.add_argument("--backend", choices=("local", "ray"), default="local")

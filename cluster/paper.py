@@ -368,6 +368,7 @@ def _live_info(clock: LiveClock, status: list[dict[str, Any]], stopped: str) -> 
         "bar_latency": latency_quantiles(lat),
         "step_lag": latency_quantiles(clock.step_lag_ns),
         "decision_latency": latency_quantiles(clock.decision_lag_ns),
+        "absorbs": clock.absorbs,
         "gaps": {k: v for s in status for k, v in s["gaps"].items()},
         "duplicates": sum(s["duplicates"] for s in status),
         "books": {k: v for s in status for k, v in s.get("books", {}).items()},

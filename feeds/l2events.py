@@ -18,6 +18,7 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from tickray.engine.book import CLEAR, DEPTH, TOP, TRADE, MarketEvents
+from tickray.feeds.livebook import SymbolRows
 from tickray.feeds.recordings import Recording
 from tickray.feeds.schemas import DataError, ts_numpy
 
@@ -108,17 +109,91 @@ def continued_events(rec: Recording, *, tops: bool = True) -> MarketEvents:
     if tops and tp.num_rows:
         parts.append(_top_part(rec, np.ones(tp.num_rows, dtype=bool)))
     if not parts:
-        return MarketEvents(
-            np.empty(0, dtype=np.int64),
-            np.empty(0, dtype=np.int8),
-            np.empty(0, dtype=np.int8),
-            np.empty(0),
-            np.empty(0),
-            np.empty(0, dtype=np.int64),
-            np.empty(0, dtype=bool),
-        )
+        return _EMPTY
     return _merged(parts)
 
+
+def continued_rows_events(rows: SymbolRows, *, tops: bool = True) -> MarketEvents:
+    """:func:`continued_events` of a live book's later drain straight from its compact
+    rows (:meth:`~tickray.feeds.livebook.LiveSymbol.drain_rows`), with no tables built
+    on the way: the same events, at a fraction of the cost of a drain of a few hundred
+    messages (a live session takes in a drain every few tens of ms). The rows come from
+    the session's own parsers and book, which already checked what the tables'
+    schemas would (finite prices and quantities, receive times that never go back)."""
+    parts: list[Part] = []
+    d = rows.depth
+    if len(d.head):
+        per_msg = d.counts.sum(axis=1)
+        line = np.repeat(d.head[:, 0], per_msg)
+        if len(line):
+            end = np.ones(len(line), dtype=bool)
+            end[:-1] = line[:-1] != line[1:]
+            n = len(d.head)
+            parts.append(
+                (
+                    line,
+                    MarketEvents(
+                        np.repeat(d.head[:, 1], per_msg),
+                        np.full(len(line), DEPTH, dtype=np.int8),
+                        np.repeat(np.tile(np.array([1, -1], dtype=np.int8), n), d.counts.ravel()),
+                        d.levels[0::2].copy(),
+                        d.levels[1::2].copy(),
+                        np.repeat(d.head[:, 3], per_msg),
+                        end,
+                    ),
+                )
+            )
+    t_line, t_ts, t_id, t_price, t_qty, t_maker = rows.trades
+    if t_line:
+        n = len(t_line)
+        parts.append(
+            (
+                np.array(t_line, dtype=np.int64),
+                MarketEvents(
+                    np.array(t_ts, dtype=np.int64),
+                    np.full(n, TRADE, dtype=np.int8),
+                    np.where(np.array(t_maker, dtype=bool), -1, 1).astype(np.int8),
+                    np.array(t_price, dtype=np.float64),
+                    np.array(t_qty, dtype=np.float64),
+                    np.array(t_id, dtype=np.int64),
+                    np.ones(n, dtype=bool),
+                ),
+            )
+        )
+    p_line, p_ts, p_uid, p_bid, p_bq, p_ask, p_aq = rows.tops
+    if tops and p_line:
+        n = len(p_line)
+        price = np.empty(2 * n)
+        qty = np.empty(2 * n)
+        price[0::2], price[1::2] = p_bid, p_ask
+        qty[0::2], qty[1::2] = p_bq, p_aq
+        uid = np.array([-1 if u is None else u for u in p_uid], dtype=np.int64)
+        parts.append(
+            (
+                np.repeat(np.array(p_line, dtype=np.int64), 2),
+                MarketEvents(
+                    np.repeat(np.array(p_ts, dtype=np.int64), 2),
+                    np.full(2 * n, TOP, dtype=np.int8),
+                    np.tile(np.array([1, -1], dtype=np.int8), n),
+                    price,
+                    qty,
+                    np.repeat(uid, 2),
+                    np.tile(np.array([False, True]), n),
+                ),
+            )
+        )
+    return _merged(parts) if parts else _EMPTY
+
+
+_EMPTY = MarketEvents(
+    np.empty(0, dtype=np.int64),
+    np.empty(0, dtype=np.int8),
+    np.empty(0, dtype=np.int8),
+    np.empty(0),
+    np.empty(0),
+    np.empty(0, dtype=np.int64),
+    np.empty(0, dtype=bool),
+)
 
 Part = tuple[npt.NDArray[np.int64], MarketEvents]
 

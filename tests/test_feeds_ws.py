@@ -40,9 +40,15 @@ from aiohttp import web
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from tickray.engine.book import DEPTH, L2Book
-from tickray.feeds.l2events import recording_events
-from tickray.feeds.livebook import LiveBook, LiveFeed, LiveSymbol, rest_snapshot_fetcher
+from tickray.engine.book import DEPTH, L2Book, MarketEvents
+from tickray.feeds.l2events import continued_events, continued_rows_events, recording_events
+from tickray.feeds.livebook import (
+    LiveBook,
+    LiveFeed,
+    LiveSymbol,
+    SymbolRows,
+    rest_snapshot_fetcher,
+)
 from tickray.feeds.recordings import Recording, read_binance_recording
 from tickray.feeds.rest import BinanceRest, WeightLimiter
 from tickray.feeds.schemas import DataError, ts_numpy
@@ -882,6 +888,66 @@ def test_compact_rows_cross_a_pickle_and_make_the_tables_a_drain_makes(market: s
     for live in (direct, handed):
         empty = pickle.loads(pickle.dumps(live.drain_rows())).batch()
         assert (empty.depth.num_rows, empty.trades.num_rows, empty.bars) == (0, 0, {})
+
+
+def rows_and_table_events(rows: SymbolRows, tops: bool) -> tuple[MarketEvents, MarketEvents]:
+    """A later drain's events straight from its rows, and through its tables."""
+    b = rows.batch()
+    rec = Recording("BTCUSDT", "usdm", b.depth, b.depth_line, b.trades, b.trades_line, b.tops, b.tops_line, 0, "t")  # fmt: skip
+    return continued_rows_events(rows, tops=tops), continued_events(rec, tops=tops)
+
+
+def same_events(a: MarketEvents, b: MarketEvents) -> None:
+    for name in MarketEvents._fields:
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.dtype == y.dtype and np.array_equal(x, y), name
+
+
+@pytest.mark.parametrize("tops", [True, False])
+def test_a_live_drain_s_events_from_its_rows_are_those_of_its_tables(tops: bool) -> None:
+    live = LiveSymbol("BTCUSDT", "spot")
+    on_diff, on_trade = live.handler(StreamKind.DEPTH), live.handler(StreamKind.TRADE)
+    on_top = live.handler(StreamKind.BOOK_TICKER)
+    live.book.on_snapshot(1, 0, snap(100, [(10.0, 1.5)], [(10.1, 3.0)]))
+    live.drain_rows()  # the first drain goes through the tables (recording_events)
+    on_diff(2, 1, spot_diff(101, 101, bids=[(10.0, 2.0), (9.9, 1.0)], asks=[(10.2, 1.0)]))
+    on_top(3, 2, Top(101, 10.0, 2.0, 10.1, 3.0, None))
+    on_trade(4, 3, Trade(7, 10.1, 0.5, False, 1))
+    on_diff(5, 4, spot_diff(102, 102))  # no levels: no rows
+    on_diff(6, 5, spot_diff(104, 104, bids=[(9.8, 1.0)]))  # a gap, then a resync
+    assert live.book.on_snapshot(7, 6, snap(104, [(10.0, 1.0)], [(10.3, 2.0)]))
+    on_trade(8, 7, Trade(8, 10.0, 0.25, True, 2))
+    on_top(9, 8, Top(105, 10.0, 1.0, 10.3, 2.0, None))
+    got, want = rows_and_table_events(live.drain_rows(), tops)
+    assert len(want.ts) == (14 if tops else 10)
+    same_events(got, want)
+    same_events(*rows_and_table_events(live.drain_rows(), tops))  # an empty drain
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("market", ["spot", "usdm"])
+def test_live_drains_of_a_real_recording_give_the_same_events_from_rows_and_tables(
+    shared_data: Path, market: str
+) -> None:
+    source = load_source(shared_data, market)
+    decoder = MessageDecoder("spot" if market == "spot" else "usdm")
+    live = LiveSymbol("BTCUSDT", decoder.market)
+    rng = random.Random(7)
+    due, drains = rng.randrange(1, 3000), 0
+    for seq, line in enumerate(source.lines):
+        if line.stream is None:
+            live.book.on_snapshot(line.ts, seq, json.loads(line.text))
+        else:
+            stream, event = decoder.decode(line.text)
+            assert stream is not None
+            live.handler(stream_kind(stream)[1])(line.ts, seq, event)
+        if seq == due or seq == len(source.lines) - 1:
+            rows = live.drain_rows()
+            if live.book.first_snapshot_ts is not None and not rows.depth.is_snapshot.any():
+                same_events(*rows_and_table_events(rows, True))
+                drains += 1
+            due += rng.randrange(1, 3000)
+    assert drains >= 5
 
 
 def test_recorder_flushes_a_row_group_by_count_or_by_time(tmp_path: Path) -> None:

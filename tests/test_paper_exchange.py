@@ -241,6 +241,8 @@ def test_the_paper_l2_command_refuses_an_unknown_symbol_before_it_streams(
         ("transport", "curl", "live.transport: must be 'websockets' or 'aiohttp', got 'curl'"),
         ("symbols_per_feed", 0, "live.symbols_per_feed: must be an integer >= 1, got 0"),
         ("symbols_per_feed", 1.5, "live.symbols_per_feed: must be an integer >= 1, got 1.5"),
+        ("absorb_ms", -5, "live.absorb_ms: must be a number >= 0, got -5"),
+        ("absorb_ms", True, "live.absorb_ms: must be a number >= 0, got True"),
     ],
 )
 def test_a_live_config_names_a_bad_feed_or_transport(field: str, value: object, error: str) -> None:

@@ -75,6 +75,7 @@ def quote_config(
     seconds: int,
     feed: str = "process",
     transport: str = "websockets",
+    absorb_ms: float = 25.0,
 ) -> RunConfig:
     sync = 100 * MS
     t0 = session_start(time.time_ns() + 300 * MS, sync, 1)
@@ -105,17 +106,21 @@ def quote_config(
             grace_s=0.0,
             feed=feed,
             transport=transport,
+            absorb_ms=absorb_ms,
         ),
     )
 
 
-@pytest.mark.parametrize(("feed", "transport"), [("process", "websockets"), ("thread", "aiohttp")])
+@pytest.mark.parametrize(
+    ("feed", "transport", "absorb_ms"), [("process", "websockets", 25.0), ("thread", "aiohttp", 0)]
+)
 def test_a_quoting_session_on_a_live_book_replays_to_the_same_fills(
     binance: LocalBinance,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     feed: str,
     transport: str,
+    absorb_ms: float,
 ) -> None:
     from tickray.cluster import paper as paper_module
 
@@ -135,10 +140,13 @@ def test_a_quoting_session_on_a_live_book_replays_to_the_same_fills(
         paper_module, "progress_for", lambda label, on=None: Progress(label, Sink(), fps=0)
     )
     rec = tmp_path / "rec"
-    config = quote_config(binance, rec, seconds=3, feed=feed, transport=transport)
+    config = quote_config(binance, rec, 3, feed=feed, transport=transport, absorb_ms=absorb_ms)
     res = run_paper(config, tmp_path / "paper")
     live = json.loads((res.out / "live.json").read_text())
     assert live["steps"] == 30, live
+    # between boundaries the actor took in what had arrived (or, with 0, only at them):
+    # the replay below gives the same fills either way
+    assert (live["absorbs"] >= 30) if absorb_ms else (live["absorbs"] == 0), live["absorbs"]
     # the feed ran in a child process of the actor (its CPU time is reported), or on a thread
     procs = live["feed_processes"]
     if feed == "process":
