@@ -22,6 +22,9 @@ from tickray.feeds.livebook import SymbolRows
 from tickray.feeds.recordings import Recording
 from tickray.feeds.schemas import DataError, ts_numpy
 
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
 
 def _np(col: pa.ChunkedArray) -> npt.NDArray[np.generic]:
     return np.asarray(col.to_numpy(zero_copy_only=False))
@@ -85,32 +88,23 @@ def continued_events(rec: Recording, *, tops: bool = True) -> MarketEvents:
     merged by line (the session's ``seq``) exactly as :func:`recording_events` merges
     a whole recording; an empty batch when nothing came."""
     d, tr, tp = rec.depth, rec.trades, rec.tops
-    parts: list[tuple[npt.NDArray[np.int64], MarketEvents]] = []
+    parts: list[Part] = []
     if d.num_rows:
-        line = rec.depth_line.astype(np.int64)
-        end = np.ones(len(line), dtype=bool)
-        end[:-1] = line[:-1] != line[1:]
         parts.append(
-            (
-                line,
-                MarketEvents(
-                    ts_numpy(d["ts"]),
-                    np.full(len(line), DEPTH, dtype=np.int8),
-                    _np(d["side"]).astype(np.int8),
-                    _np(d["price"]).astype(np.float64),
-                    _np(d["qty"]).astype(np.float64),
-                    _np(d["last_update_id"]).astype(np.int64),
-                    end,
-                ),
+            _depth_part(
+                rec.depth_line.astype(np.int64),
+                ts_numpy(d["ts"]),
+                _np(d["side"]).astype(np.int8),
+                _np(d["price"]).astype(np.float64),
+                _np(d["qty"]).astype(np.float64),
+                _np(d["last_update_id"]).astype(np.int64),
             )
         )
     if tr.num_rows:
         parts.append(_trade_part(rec, np.ones(tr.num_rows, dtype=bool)))
     if tops and tp.num_rows:
         parts.append(_top_part(rec, np.ones(tp.num_rows, dtype=bool)))
-    if not parts:
-        return _EMPTY
-    return _merged(parts)
+    return _merged(parts) if parts else _EMPTY
 
 
 def continued_rows_events(rows: SymbolRows, *, tops: bool = True) -> MarketEvents:
@@ -122,64 +116,38 @@ def continued_rows_events(rows: SymbolRows, *, tops: bool = True) -> MarketEvent
     schemas would (finite prices and quantities, receive times that never go back)."""
     parts: list[Part] = []
     d = rows.depth
-    if len(d.head):
-        per_msg = d.counts.sum(axis=1)
-        line = np.repeat(d.head[:, 0], per_msg)
-        if len(line):
-            end = np.ones(len(line), dtype=bool)
-            end[:-1] = line[:-1] != line[1:]
-            n = len(d.head)
-            parts.append(
-                (
-                    line,
-                    MarketEvents(
-                        np.repeat(d.head[:, 1], per_msg),
-                        np.full(len(line), DEPTH, dtype=np.int8),
-                        np.repeat(np.tile(np.array([1, -1], dtype=np.int8), n), d.counts.ravel()),
-                        d.levels[0::2].copy(),
-                        d.levels[1::2].copy(),
-                        np.repeat(d.head[:, 3], per_msg),
-                        end,
-                    ),
-                )
+    per_msg = d.counts.sum(axis=1)
+    if per_msg.any():
+        parts.append(
+            _depth_part(
+                np.repeat(d.head[:, 0], per_msg),
+                np.repeat(d.head[:, 1], per_msg),
+                np.repeat(np.tile(np.array([1, -1], dtype=np.int8), len(d.head)), d.counts.ravel()),
+                d.levels[0::2].copy(),
+                d.levels[1::2].copy(),
+                np.repeat(d.head[:, 3], per_msg),
             )
+        )
     t_line, t_ts, t_id, t_price, t_qty, t_maker = rows.trades
     if t_line:
-        n = len(t_line)
         parts.append(
-            (
+            _trade_events(
                 np.array(t_line, dtype=np.int64),
-                MarketEvents(
-                    np.array(t_ts, dtype=np.int64),
-                    np.full(n, TRADE, dtype=np.int8),
-                    np.where(np.array(t_maker, dtype=bool), -1, 1).astype(np.int8),
-                    np.array(t_price, dtype=np.float64),
-                    np.array(t_qty, dtype=np.float64),
-                    np.array(t_id, dtype=np.int64),
-                    np.ones(n, dtype=bool),
-                ),
+                np.array(t_ts, dtype=np.int64),
+                np.array(t_id, dtype=np.int64),
+                np.array(t_price, dtype=np.float64),
+                np.array(t_qty, dtype=np.float64),
+                np.array(t_maker, dtype=bool),
             )
         )
     p_line, p_ts, p_uid, p_bid, p_bq, p_ask, p_aq = rows.tops
     if tops and p_line:
-        n = len(p_line)
-        price = np.empty(2 * n)
-        qty = np.empty(2 * n)
-        price[0::2], price[1::2] = p_bid, p_ask
-        qty[0::2], qty[1::2] = p_bq, p_aq
-        uid = np.array([-1 if u is None else u for u in p_uid], dtype=np.int64)
         parts.append(
-            (
-                np.repeat(np.array(p_line, dtype=np.int64), 2),
-                MarketEvents(
-                    np.repeat(np.array(p_ts, dtype=np.int64), 2),
-                    np.full(2 * n, TOP, dtype=np.int8),
-                    np.tile(np.array([1, -1], dtype=np.int8), n),
-                    price,
-                    qty,
-                    np.repeat(uid, 2),
-                    np.tile(np.array([False, True]), n),
-                ),
+            _top_events(
+                np.array(p_line, dtype=np.int64),
+                np.array(p_ts, dtype=np.int64),
+                np.array([-1 if u is None else u for u in p_uid], dtype=np.int64),
+                *(np.array(c, dtype=np.float64) for c in (p_bid, p_bq, p_ask, p_aq)),
             )
         )
     return _merged(parts) if parts else _EMPTY
@@ -198,40 +166,70 @@ _EMPTY = MarketEvents(
 Part = tuple[npt.NDArray[np.int64], MarketEvents]
 
 
+def _depth_part(
+    line: I64, ts: I64, side: npt.NDArray[np.int8], price: F64, qty: F64, uid: I64
+) -> Part:
+    """Depth rows by line; a message's last row (the last of its line) ends it."""
+    end = np.ones(len(line), dtype=bool)
+    end[:-1] = line[:-1] != line[1:]
+    return line, MarketEvents(
+        ts, np.full(len(line), DEPTH, dtype=np.int8), side, price, qty, uid, end
+    )
+
+
 def _trade_part(rec: Recording, keep: npt.NDArray[np.bool_]) -> Part:
     """The ``keep`` rows of the trades, by line."""
     tr = rec.trades
-    buyer_maker = _np(tr["is_buyer_maker"]).astype(bool)
-    return (
+    return _trade_events(
         rec.trades_line[keep].astype(np.int64),
-        MarketEvents(
-            ts_numpy(tr["ts"])[keep],
-            np.full(int(keep.sum()), TRADE, dtype=np.int8),
-            np.where(buyer_maker, -1, 1).astype(np.int8)[keep],
-            _np(tr["price"]).astype(np.float64)[keep],
-            _np(tr["qty"]).astype(np.float64)[keep],
-            _np(tr["trade_id"]).astype(np.int64)[keep],
-            np.ones(int(keep.sum()), dtype=bool),
-        ),
+        ts_numpy(tr["ts"])[keep],
+        _np(tr["trade_id"]).astype(np.int64)[keep],
+        _np(tr["price"]).astype(np.float64)[keep],
+        _np(tr["qty"]).astype(np.float64)[keep],
+        _np(tr["is_buyer_maker"]).astype(bool)[keep],
+    )
+
+
+def _trade_events(
+    line: I64, ts: I64, trade_id: I64, price: F64, qty: F64, buyer_maker: npt.NDArray[np.bool_]
+) -> Part:
+    """Trades by line, one row each (the aggressor sells when the buyer made the price)."""
+    n = len(line)
+    side = np.where(buyer_maker, -1, 1).astype(np.int8)
+    ones = np.ones(n, dtype=bool)
+    return line, MarketEvents(
+        ts, np.full(n, TRADE, dtype=np.int8), side, price, qty, trade_id, ones
     )
 
 
 def _top_part(rec: Recording, keep: npt.NDArray[np.bool_]) -> Part:
-    """The ``keep`` book tops, two rows each (bid, then ask ending the message), by line."""
+    """The ``keep`` book tops, by line."""
     tp = rec.tops
-    n = int(keep.sum())
+    ids = _np(tp["update_id"])[keep]
+    return _top_events(
+        rec.tops_line[keep].astype(np.int64),
+        ts_numpy(tp["ts"])[keep],
+        np.where(np.isnan(ids.astype(np.float64)), -1, ids).astype(np.int64),
+        *(
+            _np(tp[c]).astype(np.float64)[keep]
+            for c in ("bid_price", "bid_qty", "ask_price", "ask_qty")
+        ),
+    )
+
+
+def _top_events(
+    line: I64, ts: I64, uid: I64, bid: F64, bid_qty: F64, ask: F64, ask_qty: F64
+) -> Part:
+    """Book tops by line, two rows each (bid, then ask ending the message)."""
+    n = len(line)
     price = np.empty(2 * n)
     qty = np.empty(2 * n)
-    price[0::2] = _np(tp["bid_price"])[keep]
-    price[1::2] = _np(tp["ask_price"])[keep]
-    qty[0::2] = _np(tp["bid_qty"])[keep]
-    qty[1::2] = _np(tp["ask_qty"])[keep]
-    ids = _np(tp["update_id"])[keep]
-    uid = np.where(np.isnan(ids.astype(np.float64)), -1, ids).astype(np.int64)
+    price[0::2], price[1::2] = bid, ask
+    qty[0::2], qty[1::2] = bid_qty, ask_qty
     return (
-        np.repeat(rec.tops_line[keep].astype(np.int64), 2),
+        np.repeat(line, 2),
         MarketEvents(
-            np.repeat(ts_numpy(tp["ts"])[keep], 2),
+            np.repeat(ts, 2),
             np.full(2 * n, TOP, dtype=np.int8),
             np.tile(np.array([1, -1], dtype=np.int8), n),
             price,
