@@ -620,11 +620,6 @@ def depth_table(rows: DepthRows, source: str) -> tuple[pa.Table, Int64Array]:
     return conform(table, "depth_updates", source), lines
 
 
-def depth_rows(msgs: list[_Msg], source: str) -> tuple[pa.Table, Int64Array]:
-    """Applied messages -> (DEPTH_UPDATES table, line of each row), vectorised."""
-    return depth_table(compact_depth(msgs), source)
-
-
 # ---------------------------------------------------------------------------------------------
 # one symbol's streams
 
