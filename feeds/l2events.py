@@ -81,39 +81,18 @@ def recording_events(rec: Recording, *, depth: bool = True, tops: bool = True) -
     return ev
 
 
-def continued_events(rec: Recording, *, tops: bool = True) -> MarketEvents:
-    """The rows of a live book's later drains (its first drain with the snapshot goes
-    through :func:`recording_events`): every depth row (a resync's snapshot rows carry
-    the deletions that make "set level" rebuild the book, so no clear), trades and tops,
-    merged by line (the session's ``seq``) exactly as :func:`recording_events` merges
-    a whole recording; an empty batch when nothing came."""
-    d, tr, tp = rec.depth, rec.trades, rec.tops
-    parts: list[Part] = []
-    if d.num_rows:
-        parts.append(
-            _depth_part(
-                rec.depth_line.astype(np.int64),
-                ts_numpy(d["ts"]),
-                _np(d["side"]).astype(np.int8),
-                _np(d["price"]).astype(np.float64),
-                _np(d["qty"]).astype(np.float64),
-                _np(d["last_update_id"]).astype(np.int64),
-            )
-        )
-    if tr.num_rows:
-        parts.append(_trade_part(rec, np.ones(tr.num_rows, dtype=bool)))
-    if tops and tp.num_rows:
-        parts.append(_top_part(rec, np.ones(tp.num_rows, dtype=bool)))
-    return _merged(parts) if parts else _EMPTY
-
-
 def continued_rows_events(rows: SymbolRows, *, tops: bool = True) -> MarketEvents:
-    """:func:`continued_events` of a live book's later drain straight from its compact
-    rows (:meth:`~tickray.feeds.livebook.LiveSymbol.drain_rows`), with no tables built
-    on the way: the same events, at a fraction of the cost of a drain of a few hundred
-    messages (a live session takes in a drain every few tens of ms). The rows come from
-    the session's own parsers and book, which already checked what the tables'
-    schemas would (finite prices and quantities, receive times that never go back)."""
+    """The events of a live book's later drains (its first drain, with the snapshot, goes
+    through :func:`recording_events`), straight from the compact rows
+    (:meth:`~tickray.feeds.livebook.LiveSymbol.drain_rows`): every depth row (a resync's
+    snapshot rows carry the deletions that make "set level" rebuild the book, so no
+    clear), trades and tops, merged by line (the session's ``seq``) exactly as
+    :func:`recording_events` merges a whole recording; an empty batch when nothing came.
+
+    No tables are built on the way (a live session takes in a drain every few tens of
+    ms): the rows come from the session's own parsers and book, which already checked
+    what the tables' schemas would (finite prices and quantities, receive times that
+    never go back). The tests check it against the same merge of the drain's tables."""
     parts: list[Part] = []
     d = rows.depth
     per_msg = d.counts.sum(axis=1)

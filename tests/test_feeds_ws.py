@@ -41,7 +41,15 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from tickray.engine.book import DEPTH, L2Book, MarketEvents
-from tickray.feeds.l2events import continued_events, continued_rows_events, recording_events
+from tickray.feeds.l2events import (
+    _depth_part,
+    _merged,
+    _np,
+    _top_part,
+    _trade_part,
+    continued_rows_events,
+    recording_events,
+)
 from tickray.feeds.livebook import (
     LiveBook,
     LiveFeed,
@@ -914,11 +922,36 @@ def test_compact_rows_cross_a_pickle_and_make_the_tables_a_drain_makes(market: s
         assert (empty.depth.num_rows, empty.trades.num_rows, empty.bars) == (0, 0, {})
 
 
+def table_events(rec: Recording, tops: bool) -> MarketEvents:
+    """The reference for continued_rows_events: a later drain's tables (depth, trades,
+    tops) read back as columns and merged by line, as recording_events merges a file."""
+    d, tr, tp = rec.depth, rec.trades, rec.tops
+    parts = []
+    if d.num_rows:
+        parts.append(
+            _depth_part(
+                rec.depth_line.astype(np.int64),
+                ts_numpy(d["ts"]),
+                _np(d["side"]).astype(np.int8),
+                _np(d["price"]).astype(np.float64),
+                _np(d["qty"]).astype(np.float64),
+                _np(d["last_update_id"]).astype(np.int64),
+            )
+        )
+    if tr.num_rows:
+        parts.append(_trade_part(rec, np.ones(tr.num_rows, dtype=bool)))
+    if tops and tp.num_rows:
+        parts.append(_top_part(rec, np.ones(tp.num_rows, dtype=bool)))
+    if not parts:
+        return MarketEvents(*(np.empty(0, dtype=t) for t in (np.int64, np.int8, np.int8, np.float64, np.float64, np.int64, bool)))  # fmt: skip
+    return _merged(parts)
+
+
 def rows_and_table_events(rows: SymbolRows, tops: bool) -> tuple[MarketEvents, MarketEvents]:
     """A later drain's events straight from its rows, and through its tables."""
     b = rows.batch()
     rec = Recording("BTCUSDT", "usdm", b.depth, b.depth_line, b.trades, b.trades_line, b.tops, b.tops_line, 0, "t")  # fmt: skip
-    return continued_rows_events(rows, tops=tops), continued_events(rec, tops=tops)
+    return continued_rows_events(rows, tops=tops), table_events(rec, tops)
 
 
 def same_events(a: MarketEvents, b: MarketEvents) -> None:
